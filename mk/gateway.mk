@@ -1,0 +1,32 @@
+# Go gateway: OpenAI-compatible API in front of tritonserver.
+GO ?= go
+GATEWAY_PKGS := ./gateway/...
+GATEWAY_FUZZTIME ?= 3s
+
+.PHONY: deps-gateway build-gateway test-gateway test-gateway-fuzz gateway-oracle
+DEPS_TARGETS += deps-gateway
+TEST_TARGETS += test-gateway
+
+deps-gateway:
+	gateway/scripts/deps.sh
+	$(GO) mod download
+
+build-gateway:
+	$(GO) build -o gateway/bin/ ./gateway/cmd/...
+
+# Unit tests, then each fuzz target briefly.
+test-gateway: deps-gateway
+	$(GO) vet $(GATEWAY_PKGS)
+	$(GO) test -count=1 -timeout 5m $(GATEWAY_PKGS)
+	$(MAKE) --no-print-directory test-gateway-fuzz
+
+test-gateway-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeDecode$$' -fuzztime $(GATEWAY_FUZZTIME) ./gateway/internal/tokenizer
+
+# Regenerates the tokenizer oracle with Hugging Face `tokenizers` (pip).
+gateway-oracle: deps-gateway
+	python3 -m pip install -q tokenizers==0.23.3
+	python3 gateway/internal/tokenizer/testdata/gen_oracle.py gateway/internal/tokenizer/testdata/oracle.json \
+	  fixture=testdata/tiny-llava-random/tokenizer.json \
+	  qwen3=.deps/tokenizers/qwen3/tokenizer.json \
+	  llama2=.deps/tokenizers/llama2/tokenizer.json
