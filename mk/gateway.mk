@@ -30,3 +30,16 @@ gateway-oracle: deps-gateway
 	  fixture=testdata/tiny-llava-random/tokenizer.json \
 	  qwen3=.deps/tokenizers/qwen3/tokenizer.json \
 	  llama2=.deps/tokenizers/llama2/tokenizer.json
+
+# Regenerates the Triton gRPC client from gateway/internal/triton/proto with
+# pinned generators (installed into .deps/bin); the output is committed.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+.PHONY: gateway-proto
+gateway-proto:
+	GOBIN=$(CURDIR)/.deps/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/.deps/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(CURDIR)/.deps/bin:$$PATH protoc -I gateway/internal/triton/proto \
+	  --go_out=paths=source_relative:gateway/internal/triton/inference \
+	  --go-grpc_out=paths=source_relative:gateway/internal/triton/inference \
+	  gateway/internal/triton/proto/grpc_service.proto
