@@ -74,9 +74,9 @@ func NewAdmitter(store Store, lim limits.Limiter, use usage.Store, opt Options) 
 	return &Admitter{store: store, lim: lim, usage: use, opt: opt}
 }
 
-func (a *Admitter) requestsKey(t string) string { return a.opt.KeyPrefix + "rl:req:" + t }
-func (a *Admitter) tokensKey(t string) string   { return a.opt.KeyPrefix + "rl:tok:" + t }
-func (a *Admitter) leaseKey(t string) string    { return a.opt.KeyPrefix + "lease:" + t }
+func (a *Admitter) requestsKey(t string) string { return requestsKey(a.opt.KeyPrefix, t) }
+func (a *Admitter) tokensKey(t string) string   { return tokensKey(a.opt.KeyPrefix, t) }
+func (a *Admitter) leaseKey(t string) string    { return leaseKey(a.opt.KeyPrefix, t) }
 
 // unavailable is the refusal while the store cannot be reached: never admit a
 // request that could not be authenticated or limited.

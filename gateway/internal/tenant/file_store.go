@@ -26,10 +26,13 @@ type File struct {
 type FileStore struct {
 	path string
 
-	mu      sync.RWMutex
-	byName  map[string]*Tenant
-	byHash  map[string]*Tenant
-	modTime time.Time
+	mu     sync.RWMutex
+	byName map[string]*Tenant
+	byHash map[string]*Tenant
+	// loaded identifies the file version in memory; the operator command
+	// replaces the file by rename, so a new inode marks a change even when two
+	// writes share one mtime tick.
+	loaded os.FileInfo
 }
 
 // LoadFileStore reads path; a missing file is an empty store that the first
@@ -75,7 +78,7 @@ func (s *FileStore) reload() error {
 	st, err := os.Stat(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		s.mu.Lock()
-		s.byName, s.byHash, s.modTime = map[string]*Tenant{}, map[string]*Tenant{}, time.Time{}
+		s.byName, s.byHash, s.loaded = map[string]*Tenant{}, map[string]*Tenant{}, nil
 		s.mu.Unlock()
 		return nil
 	}
@@ -91,7 +94,7 @@ func (s *FileStore) reload() error {
 		return fmt.Errorf("tenants file %s: %w", s.path, err)
 	}
 	s.mu.Lock()
-	s.byName, s.byHash, s.modTime = byName, byHash, st.ModTime()
+	s.byName, s.byHash, s.loaded = byName, byHash, st
 	s.mu.Unlock()
 	return nil
 }
@@ -109,8 +112,14 @@ func (s *FileStore) Watch(ctx context.Context, every time.Duration, log *slog.Lo
 		}
 		st, err := os.Stat(s.path)
 		s.mu.RLock()
-		changed := (err == nil && !st.ModTime().Equal(s.modTime)) || (err != nil && !s.modTime.IsZero())
+		prev := s.loaded
 		s.mu.RUnlock()
+		var changed bool
+		if err != nil || prev == nil {
+			changed = (err == nil) != (prev != nil)
+		} else {
+			changed = !os.SameFile(st, prev) || !st.ModTime().Equal(prev.ModTime()) || st.Size() != prev.Size()
+		}
 		if !changed {
 			continue
 		}

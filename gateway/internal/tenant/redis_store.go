@@ -150,7 +150,8 @@ func (s *RedisStore) Delete(ctx context.Context, name string) error {
 			for _, h := range old.KeyHashes {
 				p.Del(ctx, s.indexKey(h))
 			}
-			p.Del(ctx, s.tenantKey(name))
+			p.Del(ctx, s.tenantKey(name), leaseKey(s.prefix, name),
+				redisRatePrefix+requestsKey(s.prefix, name), redisRatePrefix+tokensKey(s.prefix, name))
 			p.SRem(ctx, s.namesKey(), name)
 			return nil
 		})

@@ -94,7 +94,9 @@ func (t *Tenant) Validate() error {
 	}
 	for _, h := range t.KeyHashes {
 		if !validHash(h) {
-			errs = append(errs, fmt.Errorf("key hash %q is not %s followed by 64 hex digits", h, HashPrefix))
+			// Only a prefix: an operator who pasted a raw key here must not see it
+			// copied into logs.
+			errs = append(errs, fmt.Errorf("key hash %q... is not %s followed by 64 hex digits", h[:min(len(h), 10)], HashPrefix))
 		}
 	}
 	return errors.Join(errs...)
@@ -150,3 +152,12 @@ func (t *Tenant) hasHash(h string) bool {
 	}
 	return found
 }
+
+// Redis keys of a tenant's limits, shared by the Admitter (which writes them)
+// and RedisStore.Delete (which removes them so a re-created tenant starts fresh).
+func requestsKey(prefix, name string) string { return prefix + "rl:req:" + name }
+func tokensKey(prefix, name string) string   { return prefix + "rl:tok:" + name }
+func leaseKey(prefix, name string) string    { return prefix + "lease:" + name }
+
+// redisRatePrefix is the prefix redis_rate puts before every key it writes.
+const redisRatePrefix = "rate:"
