@@ -31,6 +31,11 @@ struct EngineConfig {
   std::string default_budget_mode = "exact";  // vlcache layer budgets: exact | paper
   int threads = 0;                      // compute threads; 0 = hardware concurrency
   std::string device = "cpu";           // cpu (cuda when the CUDA path lands)
+  // Prefills (each with its compression) started per Step; 1 keeps the decode
+  // latency of running sequences bounded by one prefill.
+  int max_prefills_per_step = 1;
+  // Query rows per prefill attention tile (the tile is rows x prompt length).
+  int attention_chunk_rows = 64;
 };
 
 // One RGB image, height x width x 3, uint8, row-major, already at the model's
