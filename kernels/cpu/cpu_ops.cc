@@ -241,10 +241,15 @@ class CpuOps final : public Ops {
         for (int g = 0; g < group; ++g) {
           const int h = kvh * group + g;
           const float* q = item.q + static_cast<int64_t>(r) * stride + h * d;
+          // Walk the cache block by block: no per-entry index arithmetic.
           float mx = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < visible; ++j) {
-            s[j] = Dot(q, pool.Key(kv.block_ids[j / bt], j % bt), d) * scale;
-            mx = std::max(mx, s[j]);
+          for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
+            const int n = std::min(bt, visible - j0);
+            const float* keys = pool.Key(kv.block_ids[b], 0);
+            for (int j = 0; j < n; ++j) {
+              s[j0 + j] = Dot(q, keys + static_cast<int64_t>(j) * d, d) * scale;
+              mx = std::max(mx, s[j0 + j]);
+            }
           }
           double sum = 0;
           for (int j = 0; j < visible; ++j) {
@@ -254,10 +259,14 @@ class CpuOps final : public Ops {
           const float inv = static_cast<float>(1.0 / sum);
           float* o = item.out + static_cast<int64_t>(r) * stride + h * d;
           std::fill(o, o + d, 0.f);
-          for (int j = 0; j < visible; ++j) {
-            const float p = s[j] * inv;
-            const float* v = pool.Value(kv.block_ids[j / bt], j % bt);
-            for (int c = 0; c < d; ++c) o[c] += p * v[c];
+          for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
+            const int n = std::min(bt, visible - j0);
+            const float* values = pool.Value(kv.block_ids[b], 0);
+            for (int j = 0; j < n; ++j) {
+              const float p = s[j0 + j] * inv;
+              const float* v = values + static_cast<int64_t>(j) * d;
+              for (int c = 0; c < d; ++c) o[c] += p * v[c];
+            }
           }
         }
       }

@@ -364,7 +364,10 @@ bool LlavaEngine::EmitNextToken(Sequence* seq, FinishReason* reason) {
   const int32_t token = seq->sampler->Next(seq->logits.data(), info_.vocab_size);
   seq->last_token = token;
   ++seq->stats.completion_tokens;
-  if (seq->callbacks.on_tokens) seq->callbacks.on_tokens(std::vector<int32_t>{token});
+  if (seq->callbacks.on_tokens) {
+    new_tokens_.assign(1, token);
+    seq->callbacks.on_tokens(new_tokens_);
+  }
   const SamplingParams& sp = seq->request.sampling;
   const bool stop = (token == info_.eos_token_id && !sp.ignore_eos) ||
                     std::find(sp.stop_token_ids.begin(), sp.stop_token_ids.end(), token) !=
@@ -400,8 +403,8 @@ void LlavaEngine::DecodeStep() {
   }
   const Status s = model_->ForwardCached(step_items_.data(), B);
   const double ms = MsSince(start);
-  std::vector<std::unique_ptr<Sequence>> still;
-  still.reserve(running_.size());
+  std::vector<std::unique_ptr<Sequence>>& still = still_running_;
+  still.clear();
   for (auto& seq : running_) {
     seq->stats.decode_ms += ms;
     if (!s.ok()) {
@@ -418,6 +421,7 @@ void LlavaEngine::DecodeStep() {
     }
   }
   running_.swap(still);
+  still.clear();
 }
 
 bool LlavaEngine::Step() {

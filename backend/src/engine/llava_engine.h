@@ -95,6 +95,8 @@ class LlavaEngine final : public Engine {
   model::PrefillScratch scratch_;
   std::vector<float> step_embeddings_;
   std::vector<model::CachedForwardItem> step_items_;
+  std::vector<std::unique_ptr<Sequence>> still_running_;
+  std::vector<int32_t> new_tokens_;
 };
 
 }  // namespace engine
