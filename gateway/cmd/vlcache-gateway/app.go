@@ -18,6 +18,7 @@ import (
 	"github.com/vlcache/vlcache/gateway/internal/config"
 	"github.com/vlcache/vlcache/gateway/internal/images"
 	"github.com/vlcache/vlcache/gateway/internal/server"
+	"github.com/vlcache/vlcache/gateway/internal/telemetry"
 	"github.com/vlcache/vlcache/gateway/internal/tenant"
 	"github.com/vlcache/vlcache/gateway/internal/triton"
 )
@@ -30,6 +31,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.RegisterFlags(fs)
 	var tenants tenant.Config
 	tenants.RegisterFlags(fs)
+	var metricsCfg telemetry.MetricsConfig
+	metricsCfg.RegisterFlags(fs)
 	if err := cfg.Parse(fs, args, os.Getenv); err != nil {
 		return err
 	}
@@ -37,6 +40,13 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	log := newLogger(cfg, stderr)
+	// Tracing from the standard OTEL_* variables; off unless an OTLP endpoint or exporter is set.
+	shutdownTracing, tracing, err := telemetry.SetupTracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+	log.Info("tracing", "enabled", tracing)
 
 	models, err := loadModels(cfg)
 	if err != nil {
@@ -63,12 +73,16 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		admitter, extraReady = svc, svc.Ready
 	}
 
+	for _, m := range models {
+		metricsCfg.Models = append(metricsCfg.Models, m.Name)
+	}
 	srv, err := server.New(server.Options{
 		Models: models, Generator: client, Admitter: admitter, ExtraReady: extraReady,
 		Images: images.NewLoader(images.FetchOptions{MaxBytes: cfg.ImageMaxBytes, MaxPixels: cfg.ImageMaxPixels,
 			Timeout: cfg.ImageFetchTimeout, AllowedHosts: cfg.ImageAllowedHosts, AllowPrivate: cfg.ImageAllowPrivate}),
 		DefaultMaxTokens: cfg.DefaultMaxTokens, MaxImages: cfg.MaxImages, MaxBodyBytes: cfg.MaxBodyBytes,
 		RequestTimeout: cfg.RequestTimeout, ReadyTimeout: cfg.ReadyTimeout, Logger: log,
+		Metrics: telemetry.NewMetrics(metricsCfg),
 	})
 	if err != nil {
 		return err

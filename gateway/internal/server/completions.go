@@ -55,6 +55,10 @@ func bearer(c *gin.Context) string {
 
 func (s *Server) chatCompletions(c *gin.Context) {
 	ctx := c.Request.Context()
+	// Requests by status and end-to-end latency, refusals included; the labels
+	// are filled in as they become known (telemetry folds unknown ones).
+	received, modelLabel, tenantLabel := time.Now(), "", ""
+	defer func() { s.opt.Metrics.ObserveRequest(modelLabel, tenantLabel, c.Writer.Status(), time.Since(received)) }()
 	if s.opt.RequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opt.RequestTimeout)
@@ -81,6 +85,8 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	modelLabel = req.Model
+	defer s.opt.Metrics.InFlight(req.Model)()
 	model, ok := s.models[req.Model]
 	if !ok {
 		s.writeError(c, modelNotFound(req.Model))
@@ -93,6 +99,7 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
+	tenantLabel = grant.Tenant()
 	j := &job{id: "chatcmpl-" + strings.TrimPrefix(c.GetString(requestIDKey), "req-"), created: time.Now().Unix(),
 		model: model, req: req, grant: grant, kv: grant.KV()}
 	status := http.StatusInternalServerError
@@ -279,7 +286,19 @@ func (s *Server) run(ctx context.Context, j *job, onFirst func() error, onText f
 	first := true
 	sctx, stream := telemetry.StartStream(ctx, j.model.Name)
 	start := time.Now()
+	last := start
 	err := s.opt.Generator.Generate(sctx, j.treq, func(ch triton.Chunk) error {
+		if n := len(ch.OutputIDs); n > 0 {
+			// Inter-token latency: the gap since the previous tokens, spread over
+			// the tokens of this response (the backend may batch several).
+			now := time.Now()
+			if g.tokens > 0 {
+				for range n {
+					s.opt.Metrics.ObserveInterToken(j.model.Name, j.grant.Tenant(), now.Sub(last)/time.Duration(n))
+				}
+			}
+			last = now
+		}
 		if first {
 			first = false
 			if s.opt.Metrics != nil {

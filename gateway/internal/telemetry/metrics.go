@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"flag"
 	"net/http"
 	"strconv"
 	"sync"
@@ -30,6 +31,12 @@ type MetricsConfig struct {
 	TTFTBuckets       []float64
 	InterTokenBuckets []float64
 	E2EBuckets        []float64
+}
+
+// RegisterFlags adds the cardinality caps as flags.
+func (c *MetricsConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxTenants, "metrics-max-tenants", 100, "distinct tenant label values in /metrics; later tenants are reported as \"other\"")
+	fs.IntVar(&c.MaxModels, "metrics-max-models", 16, "distinct model label values in /metrics when the served models are not listed")
 }
 
 // Metrics holds the gateway's Prometheus series. All methods are safe for
@@ -100,7 +107,7 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 	m := &Metrics{
 		reg: reg,
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vlcache_gateway_time_to_first_token_seconds",
-			Help: "Time from receiving the request to the first generated token.", Buckets: cfg.TTFTBuckets}, mt),
+			Help: "Time from calling the backend to the first generated token.", Buckets: cfg.TTFTBuckets}, mt),
 		itl: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vlcache_gateway_inter_token_latency_seconds",
 			Help: "Time between consecutive generated tokens of a stream.", Buckets: cfg.InterTokenBuckets}, mt),
 		e2e: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vlcache_gateway_request_duration_seconds",

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vlcache/vlcache/gateway/internal/admission"
 	"github.com/vlcache/vlcache/gateway/internal/limits"
@@ -136,13 +137,13 @@ func (a *Admitter) Admit(ctx context.Context, req admission.Request) (admission.
 	return g, nil
 }
 
+// authenticate runs inside the caller's gateway.auth span (the server opens
+// it around Admit), so it only labels that span with the tenant.
 func (a *Admitter) authenticate(ctx context.Context, req admission.Request) (t *Tenant, err error) {
-	ctx, span := telemetry.Start(ctx, telemetry.SpanAuth)
 	defer func() {
 		if t != nil {
-			span.SetAttributes(attribute.String("vlcache.tenant", t.Name))
+			trace.SpanFromContext(ctx).SetAttributes(attribute.String("vlcache.tenant", t.Name))
 		}
-		telemetry.End(span, err)
 	}()
 	if req.APIKey == "" {
 		return nil, &admission.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
@@ -299,14 +300,14 @@ func (g *grant) ChargePrompt(ctx context.Context, promptTokens int) (err error) 
 	if rate.Unlimited() || promptTokens <= 0 {
 		return nil
 	}
-	ctx, span := telemetry.Start(ctx, telemetry.SpanChargePrompt, attribute.Int("vlcache.prompt_tokens", promptTokens))
+	// The server wraps this call in the gateway.limits.prompt_tokens span.
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("vlcache.prompt_tokens", promptTokens))
 	defer func() {
 		if err != nil {
 			g.mu.Lock()
 			g.refused = true
 			g.mu.Unlock()
 		}
-		telemetry.End(span, err)
 	}()
 	if promptTokens > rate.PerMinute {
 		h := g.header
