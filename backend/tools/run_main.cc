@@ -1,0 +1,239 @@
+// vlcache-run: the engine from the command line. One prompt from flags, or
+// many request lines from stdin (--jsonl, docs/contract.md) run together
+// through the engine's continuous batching.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "flags.h"
+#include "jsonl.h"
+
+namespace vlcache {
+namespace tools {
+namespace {
+
+struct Options {
+  std::string model;
+  std::string policy = "vlcache";
+  double keep_ratio = 0.1;
+  std::string budget_mode = "exact";
+  int max_tokens = 16;
+  double temperature = 0.0;
+  double top_p = 1.0;
+  int top_k = 0;
+  uint64_t seed = 0;
+  int pool_mb = 256;
+  int max_batch = 8;
+  int threads = 0;
+  int compress_after = 0;
+  bool ignore_eos = false;
+  bool kept_positions = false;
+  std::string input_ids;
+  std::vector<std::string> images;
+  bool jsonl = false;
+};
+
+Status ReadImage(const std::string& path, const ModelInfo& info, Image* image) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::Error("--image: cannot open " + path);
+  image->rgb.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  image->height = info.image_height;
+  image->width = info.image_width;
+  const size_t want = static_cast<size_t>(info.image_height) * info.image_width * 3;
+  if (image->rgb.size() != want) {
+    return Status::Error("--image " + path + ": " + std::to_string(image->rgb.size()) +
+                         " bytes, the model takes raw " + std::to_string(info.image_height) +
+                         "x" + std::to_string(info.image_width) + "x3 = " +
+                         std::to_string(want));
+  }
+  return Status::Ok();
+}
+
+// Steps the engine until every accepted sequence has finished. A Step that
+// finds nothing to do while sequences are owed a finish would spin forever, so
+// it is reported instead.
+Status Drive(Engine* engine, const int* unfinished) {
+  while (*unfinished > 0) {
+    if (!engine->Step() && *unfinished > 0) {
+      return Status::Error("engine has nothing to do but " + std::to_string(*unfinished) +
+                           " sequence(s) never finished");
+    }
+  }
+  return Status::Ok();
+}
+
+int RunOne(const Options& opt, Engine* engine) {
+  std::vector<int> ids;
+  Status s = ParseIntList(opt.input_ids, "--input-ids", &ids);
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: " << s.message << "\n";
+    return 2;
+  }
+  GenerationRequest request;
+  request.input_ids.assign(ids.begin(), ids.end());
+  for (const std::string& path : opt.images) {
+    Image image;
+    s = ReadImage(path, engine->Info(), &image);
+    if (!s.ok()) {
+      std::cerr << "vlcache-run: " << s.message << "\n";
+      return 2;
+    }
+    request.images.push_back(std::move(image));
+  }
+  SamplingParams& sp = request.sampling;
+  sp.max_tokens = opt.max_tokens;
+  sp.temperature = static_cast<float>(opt.temperature);
+  sp.top_p = static_cast<float>(opt.top_p);
+  sp.top_k = opt.top_k;
+  sp.seed = opt.seed;
+  sp.ignore_eos = opt.ignore_eos;
+  request.compress_after = opt.compress_after;
+  request.return_kept_positions = opt.kept_positions;
+
+  std::vector<int32_t> output;
+  int unfinished = 1;
+  int rc = 0;
+  SequenceCallbacks callbacks;
+  callbacks.on_tokens = [&](const std::vector<int32_t>& tokens) {
+    output.insert(output.end(), tokens.begin(), tokens.end());
+  };
+  callbacks.on_finish = [&](FinishReason reason, const SequenceStats& stats,
+                            const std::string& error) {
+    std::cout << ResultLine(nullptr, output, reason, stats, error) << std::endl;
+    if (reason == FinishReason::kError) rc = 1;
+    --unfinished;
+  };
+  s = engine->Submit(1, std::move(request), std::move(callbacks));
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: request refused: " << s.message << "\n";
+    return 1;
+  }
+  s = Drive(engine, &unfinished);
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: " << s.message << "\n";
+    return 1;
+  }
+  return rc;
+}
+
+int RunJsonl(Engine* engine) {
+  struct Pending {
+    nlohmann::json id;
+    std::vector<int32_t> output;
+  };
+  std::map<uint64_t, Pending> pending;
+  int unfinished = 0;
+  std::string text;
+  uint64_t next_seq = 1;
+  size_t line_no = 0;
+  while (std::getline(std::cin, text)) {
+    ++line_no;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    RequestLine line;
+    Status s = ParseRequestLine(text, &line);
+    if (!s.ok()) {
+      std::cout << ErrorLine(line.id, "line " + std::to_string(line_no) + ": " + s.message)
+                << std::endl;
+      continue;
+    }
+    const uint64_t seq = next_seq++;
+    pending[seq].id = line.id;
+    SequenceCallbacks callbacks;
+    callbacks.on_tokens = [&pending, seq](const std::vector<int32_t>& tokens) {
+      auto& out = pending[seq].output;
+      out.insert(out.end(), tokens.begin(), tokens.end());
+    };
+    callbacks.on_finish = [&pending, &unfinished, seq](FinishReason reason,
+                                                       const SequenceStats& stats,
+                                                       const std::string& error) {
+      const Pending& p = pending[seq];
+      std::cout << ResultLine(p.id, p.output, reason, stats, error) << std::endl;
+      pending.erase(seq);
+      --unfinished;
+    };
+    s = engine->Submit(seq, std::move(line.request), std::move(callbacks));
+    if (!s.ok()) {
+      std::cout << ErrorLine(pending[seq].id, s.message) << std::endl;
+      pending.erase(seq);
+      continue;
+    }
+    ++unfinished;
+  }
+  Status s = Drive(engine, &unfinished);
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: " << s.message << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  Options opt;
+  FlagSet flags("vlcache-run");
+  flags.String("model", &opt.model, "checkpoint directory (Hugging Face layout)");
+  flags.String("policy", &opt.policy,
+               "KV policy: full, vlcache, h2o, snapkv, streamingllm, pyramidkv, "
+               "vlcache-scores, vlcache-budget (default of --jsonl lines too)");
+  flags.Double("keep-ratio", &opt.keep_ratio, "fraction of the prompt's KV cache kept, (0, 1]");
+  flags.String("budget-mode", &opt.budget_mode, "vlcache layer budgets: exact or paper");
+  flags.Int("max-tokens", &opt.max_tokens, "tokens to generate at most");
+  flags.Double("temperature", &opt.temperature, "sampling temperature, 0 = greedy");
+  flags.Double("top-p", &opt.top_p, "nucleus sampling mass, (0, 1]");
+  flags.Int("top-k", &opt.top_k, "top-k sampling, 0 = off");
+  flags.Uint64("seed", &opt.seed, "sampling seed");
+  flags.Int("pool-mb", &opt.pool_mb, "KV block pool size in MiB");
+  flags.Int("max-batch", &opt.max_batch, "sequences decoded together");
+  flags.Int("threads", &opt.threads, "compute threads, 0 = all cores");
+  flags.Int("compress-after", &opt.compress_after,
+            "context-first: compress after this many prompt tokens, 0 = whole prompt");
+  flags.Bool("ignore-eos", &opt.ignore_eos, "always generate --max-tokens tokens");
+  flags.Bool("kept-positions", &opt.kept_positions, "add the kept positions to the stats");
+  flags.String("input-ids", &opt.input_ids,
+               "prompt ids, comma separated, image token repeated per image feature");
+  flags.Repeated("image", &opt.images, "raw HxWx3 RGB file at the model's size (repeatable)");
+  flags.Bool("jsonl", &opt.jsonl, "read request lines from stdin, write result lines");
+  bool help = false;
+  Status s = flags.Parse(argc, argv, &help);
+  if (help) {
+    std::cout << flags.Usage();
+    return 0;
+  }
+  if (s.ok() && opt.model.empty()) s = Status::Error("--model is required");
+  if (s.ok() && !opt.jsonl && opt.input_ids.empty()) {
+    s = Status::Error("give --input-ids (one prompt) or --jsonl (request lines on stdin)");
+  }
+  if (s.ok() && opt.pool_mb < 1) s = Status::Error("--pool-mb must be at least 1");
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: " << s.message << "\n" << flags.Usage();
+    return 2;
+  }
+  EngineConfig config;
+  config.model_dir = opt.model;
+  config.kv_pool_bytes = static_cast<int64_t>(opt.pool_mb) << 20;
+  config.max_batch = opt.max_batch;
+  config.default_policy = opt.policy;
+  config.default_keep_ratio = static_cast<float>(opt.keep_ratio);
+  config.default_budget_mode = opt.budget_mode;
+  config.threads = opt.threads;
+  std::unique_ptr<Engine> engine;
+  s = Engine::Create(config, &engine);
+  if (!s.ok()) {
+    std::cerr << "vlcache-run: " << s.message << "\n";
+    return 1;
+  }
+  return opt.jsonl ? RunJsonl(engine.get()) : RunOne(opt, engine.get());
+}
+
+}  // namespace
+}  // namespace tools
+}  // namespace vlcache
+
+int main(int argc, char** argv) { return vlcache::tools::Main(argc, argv); }
