@@ -10,10 +10,7 @@
 #include <vector>
 
 #include "vlcache/kernels/ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "worker_pool.h"
 
 namespace vlcache {
 namespace kernels {
@@ -32,6 +29,7 @@ class CpuOps final : public Ops {
                                    : static_cast<int>(std::thread::hardware_concurrency());
     if (threads_ <= 0) threads_ = 1;
     openblas_set_num_threads(threads_);
+    workers_ = std::make_unique<WorkerPool>(threads_);
   }
 
   void Linear(const float* x, int rows, int in, const float* w, const float* bias,
@@ -214,7 +212,7 @@ class CpuOps final : public Ops {
     for (int i = 0; i < num_items; ++i) {
       for (int h = 0; h < num_kv_heads; ++h) longest = std::max(longest, items[i].kv[h].length);
     }
-    const int workers = std::max(1, std::min(threads_, tasks));
+    const int workers = workers_->size();
     // Score buffers grow to the longest cache once and are reused: no heap
     // allocation per decoded token in steady state.
     if (static_cast<int>(scores_.size()) < workers) scores_.resize(workers);
@@ -223,15 +221,8 @@ class CpuOps final : public Ops {
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     const int bt = pool.block_tokens;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(workers) schedule(dynamic) if (workers > 1)
-#endif
-    for (int t = 0; t < tasks; ++t) {
-#ifdef _OPENMP
-      float* s = scores_[omp_get_thread_num()].data();
-#else
-      float* s = scores_[0].data();
-#endif
+    workers_->Run(tasks, [&](int t, int worker) {
+      float* s = scores_[worker].data();
       const PagedAttentionItem& item = items[t / num_kv_heads];
       const int kvh = t % num_kv_heads;
       const PagedKvView& kv = item.kv[kvh];
@@ -270,11 +261,12 @@ class CpuOps final : public Ops {
           }
         }
       }
-    }
+    });
   }
 
  private:
   int threads_ = 1;
+  std::unique_ptr<WorkerPool> workers_;
   std::vector<float> tile_;
   float rope_theta_ = 0.f;
   std::vector<float> inv_freq_, cos_t_, sin_t_;
