@@ -70,6 +70,7 @@ type Error struct {
 	Param   string
 	Message string
 	Header  http.Header // extra headers (retry-after, x-ratelimit-*)
+	Tenant  string      // the tenant when the key was valid (403, 429), for metrics labels
 }
 
 func (e *Error) Error() string { return e.Message }

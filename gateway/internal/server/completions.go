@@ -96,6 +96,9 @@ func (s *Server) chatCompletions(c *gin.Context) {
 	grant, err := s.opt.Admitter.Admit(actx, admission.Request{APIKey: bearer(c), Model: req.Model, Requested: kvReq})
 	telemetry.End(span, err)
 	if err != nil {
+		if ae := (*admission.Error)(nil); errors.As(err, &ae) {
+			tenantLabel = ae.Tenant
+		}
 		s.writeError(c, err)
 		return
 	}

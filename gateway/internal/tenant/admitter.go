@@ -124,7 +124,7 @@ func (a *Admitter) Admit(ctx context.Context, req admission.Request) (admission.
 	}
 	kv, err := a.resolveKV(t, req)
 	if err != nil {
-		return nil, err
+		return nil, withTenant(err, t.Name)
 	}
 	g, err := a.take(ctx, t, kv)
 	if err != nil {
@@ -132,9 +132,18 @@ func (a *Admitter) Admit(ctx context.Context, req admission.Request) (admission.
 		if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests {
 			a.record(ctx, t.Name, usage.Record{Rejected: 1})
 		}
-		return nil, err
+		return nil, withTenant(err, t.Name)
 	}
 	return g, nil
+}
+
+// withTenant names the (authenticated) tenant on a refusal, for metrics.
+func withTenant(err error, name string) error {
+	var ae *admission.Error
+	if errors.As(err, &ae) {
+		ae.Tenant = name
+	}
+	return err
 }
 
 // authenticate runs inside the caller's gateway.auth span (the server opens
@@ -160,7 +169,7 @@ func (a *Admitter) authenticate(ctx context.Context, req admission.Request) (t *
 		return nil, a.unavailable(err)
 	}
 	if !t.AllowsModel(req.Model) {
-		return nil, &admission.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed", Param: "model",
+		return nil, &admission.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed", Param: "model", Tenant: t.Name,
 			Message: fmt.Sprintf("The model %q is not available to this API key.", req.Model)}
 	}
 	return t, nil
@@ -307,6 +316,7 @@ func (g *grant) ChargePrompt(ctx context.Context, promptTokens int) (err error) 
 			g.mu.Lock()
 			g.refused = true
 			g.mu.Unlock()
+			err = withTenant(err, g.t.Name)
 		}
 	}()
 	if promptTokens > rate.PerMinute {

@@ -95,6 +95,7 @@ func TestAuthentication(t *testing.T) {
 	require.NotNil(t, e)
 	require.Equal(t, http.StatusForbidden, e.Status)
 	require.Equal(t, "permission_error", e.Type)
+	require.Equal(t, "acme", e.Tenant)
 	require.Equal(t, "model", e.Param)
 }
 
@@ -207,6 +208,7 @@ func TestRequestLimitAcrossGateways(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, refusal.Status)
 	require.Equal(t, "rate_limit_error", refusal.Type)
 	require.Equal(t, "rate_limit_exceeded", refusal.Code)
+	require.Equal(t, "acme", refusal.Tenant, "refusals of a known tenant name it for metrics")
 	require.Equal(t, "0", refusal.Header.Get("x-ratelimit-remaining-requests"))
 	require.Equal(t, "3", refusal.Header.Get("x-ratelimit-limit-requests"))
 	ra := retryAfter(t, refusal.Header)

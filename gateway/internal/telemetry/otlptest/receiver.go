@@ -5,6 +5,7 @@ package otlptest
 import (
 	"compress/gzip"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -30,8 +31,9 @@ type Receiver struct {
 	srv *http.Server
 	ln  net.Listener
 
-	mu    sync.Mutex
-	spans []Span
+	mu     sync.Mutex
+	spans  []Span
+	errors []string
 }
 
 // Start listens on addr ("127.0.0.1:0" for any free port).
@@ -43,6 +45,9 @@ func Start(addr string) (*Receiver, error) {
 	r := &Receiver{ln: ln}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/traces", r.handle)
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		r.fail(w, req, fmt.Errorf("unexpected %s %s", req.Method, req.URL.Path))
+	})
 	r.srv = &http.Server{Handler: mux}
 	go func() { _ = r.srv.Serve(ln) }()
 	return r, nil
@@ -56,19 +61,33 @@ func (r *Receiver) Endpoint() string { return "http://" + r.Addr() }
 
 func (r *Receiver) Close() error { return r.srv.Close() }
 
+func (r *Receiver) fail(w http.ResponseWriter, req *http.Request, err error) {
+	r.mu.Lock()
+	r.errors = append(r.errors, req.Header.Get("Content-Type")+": "+err.Error())
+	r.mu.Unlock()
+	http.Error(w, err.Error(), http.StatusBadRequest)
+}
+
+// Errors lists the exports that could not be decoded.
+func (r *Receiver) Errors() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.errors...)
+}
+
 func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) {
 	var body io.Reader = req.Body
 	if req.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(req.Body)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			r.fail(w, req, err)
 			return
 		}
 		body = gz
 	}
 	raw, err := io.ReadAll(body)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		r.fail(w, req, err)
 		return
 	}
 	var msg coltrace.ExportTraceServiceRequest
@@ -78,7 +97,7 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) {
 		err = proto.Unmarshal(raw, &msg)
 	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		r.fail(w, req, err)
 		return
 	}
 	var got []Span

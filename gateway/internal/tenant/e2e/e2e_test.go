@@ -1,0 +1,416 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vlcache/vlcache/gateway/internal/limits/redistest"
+	"github.com/vlcache/vlcache/gateway/internal/telemetry"
+	"github.com/vlcache/vlcache/gateway/internal/telemetry/otlptest"
+)
+
+// Loopback ports of this suite (the tenants area owns 18200-18299; Redis
+// servers take 18250+).
+const (
+	tritonHTTP    = 18210
+	tritonGRPC    = 18211
+	tritonMetrics = 18212
+	gatewayA      = 18220
+	gatewayB      = 18221
+	gatewayVictim = 18222
+	modelName     = "tiny-llava-trained"
+	leaseTTL      = 3 * time.Second
+)
+
+var root = func() string { r, _ := filepath.Abs("../../../.."); return r }()
+
+type proc struct {
+	cmd *exec.Cmd
+	log string
+}
+
+func (p *proc) stop() {
+	if p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func tail(path string) string {
+	raw, _ := os.ReadFile(path)
+	if len(raw) > 4000 {
+		raw = raw[len(raw)-4000:]
+	}
+	return string(raw)
+}
+
+func buildGateway(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "vlcache-gateway")
+	cmd := exec.Command("go", "build", "-o", bin, "./gateway/cmd/vlcache-gateway")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+func startTriton(t *testing.T, otlpAddr string) {
+	logFile := filepath.Join(t.TempDir(), "tritonserver.log")
+	cmd := exec.Command(filepath.Join(root, "scripts/triton-serve.sh"),
+		"--http", strconv.Itoa(tritonHTTP), "--grpc", strconv.Itoa(tritonGRPC), "--metrics", strconv.Itoa(tritonMetrics),
+		"--log", logFile, "--ready-timeout", "180",
+		"--trace-config", "mode=opentelemetry", "--trace-config", "rate=1", "--trace-config", "level=TIMESTAMPS",
+		"--trace-config", "opentelemetry,url="+otlpAddr+"/v1/traces",
+		"--trace-config", "opentelemetry,resource=service.name=tritonserver")
+	cmd.Dir = root
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "tritonserver did not start; log:\n%s", tail(logFile))
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		for range 100 {
+			if syscall.Kill(pid, 0) != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	})
+}
+
+func startGateway(t *testing.T, bin string, port int, redisURL, otlpEndpoint string, extra ...string) *proc {
+	logFile := filepath.Join(t.TempDir(), fmt.Sprintf("gateway-%d.log", port))
+	f, err := os.Create(logFile)
+	require.NoError(t, err)
+	cmd := exec.Command(bin,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--triton-grpc", fmt.Sprintf("127.0.0.1:%d", tritonGRPC),
+		"--model", modelName+"="+filepath.Join(root, "testdata", modelName),
+		"--redis-url", redisURL, "--lease-ttl", leaseTTL.String(), "--redis-timeout", "500ms",
+		"--log-format", "text")
+	cmd.Args = append(cmd.Args, extra...)
+	cmd.Env = append(os.Environ(),
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+otlpEndpoint, "OTEL_SERVICE_NAME=vlcache-gateway",
+		"OTEL_BSP_SCHEDULE_DELAY=100")
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(t, cmd.Start())
+	p := &proc{cmd: cmd, log: logFile}
+	t.Cleanup(func() {
+		p.stop()
+		f.Close()
+		if t.Failed() {
+			t.Logf("gateway %d log:\n%s", port, tail(logFile))
+		}
+	})
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 200*time.Millisecond, "gateway %d not ready; log:\n%s", port, tail(logFile))
+	return p
+}
+
+// tenants runs the operator command of the real binary.
+func tenants(t *testing.T, bin, redisURL string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"tenants"}, append(args, "--redis-url", redisURL)...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "tenants %v: %s", args, stderr.String())
+	return string(out)
+}
+
+func imageDataURL(t *testing.T) string {
+	matches, err := filepath.Glob(filepath.Join(root, "testdata", modelName, "golden_images", "*.png"))
+	require.NoError(t, err)
+	require.NotEmpty(t, matches)
+	raw, err := os.ReadFile(matches[0])
+	require.NoError(t, err)
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(raw)
+}
+
+func chatParams(image string) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:     modelName,
+		MaxTokens: openai.Int(6),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+			openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: image}),
+			openai.TextContentPart("What shape is in the frame?"),
+		})},
+	}
+}
+
+func client(port int, key string) *openai.Client {
+	c := openai.NewClient(option.WithBaseURL(fmt.Sprintf("http://127.0.0.1:%d/v1", port)),
+		option.WithAPIKey(key), option.WithMaxRetries(0))
+	return &c
+}
+
+type metricsScrape map[string]map[string]float64
+
+func scrape(t *testing.T, port int) metricsScrape {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	out := metricsScrape{}
+	for name, f := range fams {
+		out[name] = map[string]float64{}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			k := strings.Join(labels, ",")
+			switch {
+			case m.GetCounter() != nil:
+				out[name][k] = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				out[name][k] = float64(m.GetHistogram().GetSampleCount())
+				out[name][k+",sum"] = m.GetHistogram().GetSampleSum()
+			case m.GetGauge() != nil:
+				out[name][k] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func TestE2E(t *testing.T) {
+	ctx := context.Background()
+	bin := buildGateway(t)
+	redisSrv := redistest.Start(t)
+	recv, err := otlptest.Start("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { recv.Close() })
+	startTriton(t, recv.Addr())
+
+	acme := strings.TrimSpace(tenants(t, bin, redisSrv.URL(), "create", "acme", "--models", modelName,
+		"--keep-ratio", "0.3", "--min-keep-ratio", "0.1", "--max-keep-ratio", "0.5", "--default-policy", "vlcache",
+		"--rpm", "1000", "--tpm", "1000000", "--max-concurrent", "8"))
+	limited := strings.TrimSpace(tenants(t, bin, redisSrv.URL(), "create", "limited", "--models", modelName, "--rpm", "3"))
+	other := strings.TrimSpace(tenants(t, bin, redisSrv.URL(), "create", "other-model", "--models", "llava-13b"))
+
+	startGateway(t, bin, gatewayA, redisSrv.URL(), recv.Endpoint())
+	startGateway(t, bin, gatewayB, redisSrv.URL(), recv.Endpoint())
+	image := imageDataURL(t)
+
+	t.Run("trace from gateway into tritonserver", func(t *testing.T) {
+		const traceID = "0af7651916cd43dd8448eb211c80319c"
+		var httpResp *http.Response
+		resp, err := client(gatewayA, acme).Chat.Completions.New(ctx, chatParams(image),
+			option.WithHeader("traceparent", "00-"+traceID+"-b7ad6b7169203331-01"),
+			option.WithResponseInto(&httpResp))
+		require.NoError(t, err)
+		require.NotEmpty(t, resp.Choices)
+		require.Equal(t, "0.3", httpResp.Header.Get("X-KV-Cache-Ratio"), "the tenant's default ratio is applied and echoed")
+
+		var spans []otlptest.Span
+		require.Eventually(t, func() bool {
+			spans = recv.Traces()[traceID]
+			services := map[string]bool{}
+			for _, s := range spans {
+				services[s.Service] = true
+			}
+			return services["vlcache-gateway"] && len(services) >= 2
+		}, 30*time.Second, 200*time.Millisecond, "one trace with the gateway's and tritonserver's spans; got %v", recv.Spans())
+
+		byID := map[string]otlptest.Span{}
+		names := map[string]bool{}
+		for _, s := range spans {
+			byID[s.SpanID] = s
+			if s.Service == "vlcache-gateway" {
+				names[s.Name] = true
+			}
+		}
+		for _, want := range []string{"POST /v1/chat/completions", telemetry.SpanAuth, telemetry.SpanImageFetch,
+			telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream} {
+			require.True(t, names[want], "gateway span %s in the trace; got %v", want, names)
+		}
+		// Triton's root span continues the gateway's gRPC client span.
+		joined := false
+		for _, s := range spans {
+			if s.Service != "vlcache-gateway" {
+				if p, ok := byID[s.ParentID]; ok && p.Service == "vlcache-gateway" {
+					joined = true
+				}
+			}
+		}
+		require.True(t, joined, "a tritonserver span has a gateway span as parent: %v", spans)
+		for _, s := range spans {
+			if s.Name == telemetry.SpanTritonStream {
+				require.Contains(t, s.Events, telemetry.EventFirstToken)
+			}
+		}
+	})
+
+	t.Run("ratio clamped and usage recorded", func(t *testing.T) {
+		var httpResp *http.Response
+		resp, err := client(gatewayB, acme).Chat.Completions.New(ctx, chatParams(image),
+			option.WithHeader("X-KV-Cache-Ratio", "0.95"), option.WithResponseInto(&httpResp))
+		require.NoError(t, err)
+		require.Equal(t, "0.5", httpResp.Header.Get("X-KV-Cache-Ratio"), "acme cannot exceed its max ratio")
+		var usage struct {
+			KV struct {
+				KeepRatio float64 `json:"keep_ratio"`
+			} `json:"kv_cache"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(resp.Usage.RawJSON()), &usage))
+		require.Equal(t, 0.5, usage.KV.KeepRatio)
+
+		var days []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(tenants(t, bin, redisSrv.URL(), "usage", "acme", "--json")), &days))
+		require.Len(t, days, 1)
+		d := days[0]
+		require.EqualValues(t, 2, d["requests"], "both requests, through both gateways")
+		require.Greater(t, d["prompt_tokens"].(float64), d["image_tokens"].(float64))
+		require.EqualValues(t, 128, d["image_tokens"], "64 image tokens per request")
+		require.Greater(t, d["completion_tokens"].(float64), 0.0)
+		require.Greater(t, d["kv_bytes_kept"].(float64), 0.0)
+		require.Greater(t, d["kv_bytes_saved"].(float64), d["kv_bytes_kept"].(float64), "a ratio <= 0.5 saves more than it keeps")
+	})
+
+	t.Run("limits hold across two gateways", func(t *testing.T) {
+		ok, refused := 0, 0
+		for i := range 5 {
+			port := []int{gatewayA, gatewayB}[i%2]
+			var httpResp *http.Response
+			_, err := client(port, limited).Chat.Completions.New(ctx, chatParams(image), option.WithResponseInto(&httpResp))
+			if err == nil {
+				ok++
+				continue
+			}
+			var apiErr *openai.Error
+			require.ErrorAs(t, err, &apiErr)
+			require.Equal(t, http.StatusTooManyRequests, apiErr.StatusCode)
+			require.Equal(t, "rate_limit_exceeded", apiErr.Code)
+			h := apiErr.Response.Header
+			require.Equal(t, "3", h.Get("x-ratelimit-limit-requests"))
+			require.Equal(t, "0", h.Get("x-ratelimit-remaining-requests"))
+			require.NotEmpty(t, h.Get("x-ratelimit-reset-requests"))
+			ra, err := strconv.Atoi(h.Get("retry-after"))
+			require.NoError(t, err)
+			require.Positive(t, ra)
+			refused++
+		}
+		require.Equal(t, 3, ok, "3 requests/min in total, whichever gateway serves them")
+		require.Equal(t, 2, refused)
+	})
+
+	t.Run("keys and models are per tenant", func(t *testing.T) {
+		_, err := client(gatewayA, other).Chat.Completions.New(ctx, chatParams(image))
+		var apiErr *openai.Error
+		require.ErrorAs(t, err, &apiErr)
+		require.Equal(t, http.StatusForbidden, apiErr.StatusCode)
+		_, err = client(gatewayA, acme+"x").Chat.Completions.New(ctx, chatParams(image))
+		require.ErrorAs(t, err, &apiErr)
+		require.Equal(t, http.StatusUnauthorized, apiErr.StatusCode)
+	})
+
+	t.Run("metrics after requests", func(t *testing.T) {
+		m := scrape(t, gatewayA)
+		base := "model=" + modelName + ",tenant=acme"
+		require.GreaterOrEqual(t, m["vlcache_gateway_requests_total"]["model="+modelName+",status=200,tenant=acme"], 1.0)
+		require.GreaterOrEqual(t, m["vlcache_gateway_requests_total"]["model="+modelName+",status=429,tenant=limited"], 1.0)
+		require.GreaterOrEqual(t, m["vlcache_gateway_time_to_first_token_seconds"][base], 1.0)
+		require.Positive(t, m["vlcache_gateway_time_to_first_token_seconds"][base+",sum"])
+		require.GreaterOrEqual(t, m["vlcache_gateway_inter_token_latency_seconds"][base], 1.0)
+		require.GreaterOrEqual(t, m["vlcache_gateway_request_duration_seconds"]["model="+modelName+",status=200,tenant=acme"], 1.0)
+		require.Positive(t, m["vlcache_gateway_tokens_total"]["kind=completion,"+base])
+		require.Equal(t, 64.0, m["vlcache_gateway_tokens_total"]["kind=image,"+base], "one request with one image on this gateway")
+		require.Positive(t, m["vlcache_gateway_kv_cache_bytes_total"]["kind=kept,"+base])
+		require.Greater(t, m["vlcache_gateway_kv_cache_bytes_total"]["kind=saved,"+base], m["vlcache_gateway_kv_cache_bytes_total"]["kind=kept,"+base])
+	})
+
+	t.Run("redis outage: 503, then recovery without restart", func(t *testing.T) {
+		redisSrv.Stop()
+		_, err := client(gatewayA, acme).Chat.Completions.New(ctx, chatParams(image))
+		var apiErr *openai.Error
+		require.ErrorAs(t, err, &apiErr)
+		require.Equal(t, http.StatusServiceUnavailable, apiErr.StatusCode)
+		require.NotEmpty(t, apiErr.Response.Header.Get("retry-after"))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", gatewayA))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "not ready while Redis is down")
+
+		redisSrv.Restart()
+		require.Eventually(t, func() bool {
+			_, err := client(gatewayA, acme).Chat.Completions.New(ctx, chatParams(image))
+			return err == nil
+		}, 20*time.Second, 250*time.Millisecond, "requests succeed again once Redis is back")
+	})
+
+	t.Run("lease of a killed gateway lapses", func(t *testing.T) {
+		single := strings.TrimSpace(tenants(t, bin, redisSrv.URL(), "create", "single", "--models", modelName, "--max-concurrent", "1"))
+		// The victim gateway admits a request (taking the tenant's only lease)
+		// and then waits on an image server that never answers; killing it there
+		// leaves the lease in Redis with nobody to release it.
+		fetching, release := make(chan struct{}, 1), make(chan struct{})
+		defer close(release)
+		hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fetching <- struct{}{}
+			<-release
+		}))
+		defer hang.Close()
+		victim := startGateway(t, bin, gatewayVictim, redisSrv.URL(), recv.Endpoint(),
+			"--image-allow-private", "--image-fetch-timeout", "5m")
+		go func() {
+			_, _ = client(gatewayVictim, single).Chat.Completions.New(context.Background(), chatParams(hang.URL+"/frame.png"))
+		}()
+		select {
+		case <-fetching:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the victim gateway never fetched the image")
+		}
+		require.NoError(t, victim.cmd.Process.Kill())
+		_ = victim.cmd.Wait()
+
+		_, err := client(gatewayA, single).Chat.Completions.New(ctx, chatParams(image))
+		var apiErr *openai.Error
+		require.ErrorAs(t, err, &apiErr, "the dead gateway's request still holds the only slot")
+		require.Equal(t, http.StatusTooManyRequests, apiErr.StatusCode)
+		require.Equal(t, "concurrency_limit_exceeded", apiErr.Code)
+		require.Eventually(t, func() bool {
+			_, err := client(gatewayA, single).Chat.Completions.New(ctx, chatParams(image))
+			return err == nil
+		}, 5*leaseTTL, 250*time.Millisecond, "the lease lapses after --lease-ttl")
+	})
+}
