@@ -20,8 +20,13 @@ test-gateway: deps-gateway
 	$(GO) test -count=1 -timeout 5m $(GATEWAY_PKGS)
 	$(MAKE) --no-print-directory test-gateway-fuzz
 
+GATEWAY_FUZZ := tokenizer:FuzzEncodeDecode openai:FuzzParseChatRequest openai:FuzzKVHeaders \
+  images:FuzzParseDataURL server:FuzzSSERoundTrip
 test-gateway-fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzEncodeDecode$$' -fuzztime $(GATEWAY_FUZZTIME) ./gateway/internal/tokenizer
+	@set -e; for t in $(GATEWAY_FUZZ); do \
+	  pkg=$${t%%:*}; fn=$${t#*:}; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(GATEWAY_FUZZTIME) ./gateway/internal/$$pkg; \
+	done
 
 # Regenerates the tokenizer oracle with Hugging Face `tokenizers` (pip).
 gateway-oracle: deps-gateway
