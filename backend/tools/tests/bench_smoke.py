@@ -23,7 +23,7 @@ def main():
         cmd = [binary, "--model", model, "--prompt-tokens", "90,150", "--batch", "1,2",
                "--keep-ratios", "0.5,0.1", "--policies", "vlcache,h2o", "--tokens", "3",
                "--fit-pool-mb", "1", "--fit-max", "6", "--fit-tokens", "8", "--threads", "2",
-               "--out", out]
+               "--repeats", "2", "--out", out]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
         if proc.returncode != 0:
             sys.exit("vlcache-bench exited %d:\n%s\n%s" % (proc.returncode, proc.stdout,
@@ -54,7 +54,7 @@ def main():
         missing = [k for k in FIT_FIELDS if k not in f]
         if missing or "error" in f or f.get("sequences", 0) < 1:
             problems.append("fit %r: missing %s" % (f, missing))
-    for key in ("prompt_tokens", "batch", "keep_ratios", "policies", "tokens"):
+    for key in ("prompt_tokens", "batch", "keep_ratios", "policies", "tokens", "repeats"):
         if key not in doc.get("settings", {}):
             problems.append("settings lacks %s" % key)
     if "kv_frac" not in proc.stdout:
