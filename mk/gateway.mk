@@ -3,9 +3,10 @@ GO ?= go
 GATEWAY_PKGS := ./gateway/...
 GATEWAY_FUZZTIME ?= 3s
 
-.PHONY: deps-gateway build-gateway test-gateway test-gateway-fuzz gateway-oracle
+.PHONY: deps-gateway build-gateway test-gateway test-gateway-fuzz gateway-oracle test-gateway-e2e run
 DEPS_TARGETS += deps-gateway
-TEST_TARGETS += test-gateway
+TEST_TARGETS += test-gateway test-gateway-e2e
+GATEWAY_E2E_TIMEOUT ?= 10m
 
 deps-gateway:
 	gateway/scripts/deps.sh
@@ -48,3 +49,13 @@ gateway-proto:
 	  --go_out=paths=source_relative:gateway/internal/triton/inference \
 	  --go-grpc_out=paths=source_relative:gateway/internal/triton/inference \
 	  gateway/internal/triton/proto/grpc_service.proto
+
+# End to end: real tritonserver with the backend from $(BUILD_DIR) and the
+# tiny model, the gateway binary, openai-go and curl (gateway/e2e, tag e2e).
+test-gateway-e2e: build-cpp
+	VLCACHE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(GO) test -count=1 -tags e2e -timeout $(GATEWAY_E2E_TIMEOUT) -v ./gateway/e2e/
+
+# Builds everything, starts tritonserver and the gateway on loopback with the
+# tiny model, prints a curl to paste; Ctrl-C stops both.
+run: build-cpp build-gateway
+	VLCACHE_BUILD_DIR=$(abspath $(BUILD_DIR)) scripts/run.sh

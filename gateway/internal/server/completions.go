@@ -371,14 +371,12 @@ func (j *job) openaiUsage(g generation) *openai.Usage {
 		CompletionTokens:    j.usage.CompletionTokens,
 		TotalTokens:         j.usage.PromptTokens + j.usage.CompletionTokens,
 		PromptTokensDetails: &openai.PromptTokensDetails{ImageTokens: j.usage.ImageTokens},
-		KVCache:             &openai.KVCacheUsage{Policy: j.kv.Policy, KeepRatio: j.kv.KeepRatio},
+		// The applied ratio as admitted: the backend's copy went through float32.
+		KVCache: &openai.KVCacheUsage{Policy: j.kv.Policy, KeepRatio: j.kv.KeepRatio},
 	}
 	if st := g.stats; st != nil {
 		if st.Policy != "" {
 			u.KVCache.Policy = st.Policy
-		}
-		if st.KeepRatio > 0 {
-			u.KVCache.KeepRatio = st.KeepRatio
 		}
 		u.KVCache.TokensFull, u.KVCache.TokensKept = st.KVTokensFull, st.KVTokensKept
 		u.KVCache.BytesFull, u.KVCache.BytesKept = st.KVBytesFull, st.KVBytesKept
