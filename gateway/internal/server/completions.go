@@ -348,7 +348,11 @@ func (s *Server) run(ctx context.Context, j *job, onFirst func() error, onText f
 		case "cancelled":
 			err = context.Canceled
 		case "error":
-			err = &triton.BackendError{Message: "generation failed"}
+			msg := "generation failed"
+			if g.stats != nil && g.stats.Error != "" {
+				msg = g.stats.Error
+			}
+			err = &triton.BackendError{Message: msg}
 		default:
 			err = &triton.BackendError{Message: fmt.Sprintf("unknown finish_reason %q", g.finishReason)}
 		}

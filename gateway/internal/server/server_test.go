@@ -393,6 +393,7 @@ func TestBackendErrors(t *testing.T) {
 	}{
 		{"refused before output", &fakeGen{err: &triton.BackendError{Message: "kv_keep_ratio must be in (0, 1]"}}, false, 400, "kv_keep_ratio"},
 		{"unavailable", &fakeGen{err: errors.New("boom")}, false, 500, "boom"},
+		{"engine failed the sequence", &fakeGen{chunks: []triton.Chunk{{OutputIDs: []int32{40}}, {Final: true, FinishReason: "error", Stats: &triton.Stats{Error: "pool exhausted"}}}}, false, 500, "pool exhausted"},
 		{"mid-stream", &fakeGen{chunks: []triton.Chunk{{OutputIDs: []int32{40}}}, err: &triton.BackendError{Message: "decoder exploded"}}, true, 200, `"error"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -157,6 +157,7 @@ type Stats struct {
 	KVTokensKept     int64           `json:"kv_tokens_kept"`
 	KVBytesFull      int64           `json:"kv_bytes_full"`
 	KVBytesKept      int64           `json:"kv_bytes_kept"`
+	Error            string          `json:"error"` // with finish_reason "error"
 	Raw              json.RawMessage `json:"-"`
 }
 
