@@ -37,7 +37,9 @@ type options struct {
 	protocols, policies, ratios            string
 	budgetMode                             string
 	maxTokens                              int
-	runner, runnerArgs                     string
+	runner, runnerArgs, runnerMode         string
+	batchSize                              int
+	flushDelay                             time.Duration
 	gateway, apiKey, servedModel           string
 	inflight, sampleWorkers                int
 	out                                    string
@@ -65,11 +67,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxTokens, "max-tokens", 5, "new tokens at most per answer")
 	fs.StringVar(&o.runner, "runner", "build/backend/tools/vlcache-run", "the engine runner binary (ignored with -gateway)")
 	fs.StringVar(&o.runnerArgs, "runner-args", "", "extra arguments for the runner, space-separated")
+	fs.StringVar(&o.runnerMode, "runner-mode", "batch", "batch: one runner process per batch of requests (the runner reads its whole input first); stream: one long-lived runner fed line by line")
+	fs.IntVar(&o.batchSize, "batch-size", 160, "requests per runner process in batch mode")
+	fs.DurationVar(&o.flushDelay, "flush-delay", 200*time.Millisecond, "batch mode: a partial batch goes after this long without a new request")
 	fs.StringVar(&o.gateway, "gateway", "", "base URL of a running gateway's OpenAI API (e.g. http://127.0.0.1:8080/v1); empty: the engine runner")
 	fs.StringVar(&o.apiKey, "api-key", os.Getenv("VLCACHE_API_KEY"), "API key for the gateway (default $VLCACHE_API_KEY)")
 	fs.StringVar(&o.servedModel, "served-model", "", "model name for the gateway (default: the model directory's base name)")
-	fs.IntVar(&o.inflight, "inflight", 8, "requests in flight at once")
-	fs.IntVar(&o.sampleWorkers, "sample-workers", 2, "samples whose requests are issued at once")
+	fs.IntVar(&o.inflight, "inflight", 0, "requests in flight at once (0: the batch size in batch mode, else 8)")
+	fs.IntVar(&o.sampleWorkers, "sample-workers", 0, "samples whose requests are issued at once (0: enough to fill -inflight)")
 	fs.StringVar(&o.out, "out", "eval-results", "output directory: table.md, summary.json, predictions.jsonl, plots")
 	fs.StringVar(&o.plotSample, "plot-sample", "", "sample id for the per-sample plots (default: the first sample)")
 	fs.StringVar(&o.plotPolicies, "plot-policies", "vlcache,snapkv,streamingllm", "policies whose kept positions are plotted for the plot sample")
@@ -125,6 +130,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	plotRatio := o.plotRatio
+	if o.inflight == 0 {
+		o.inflight = 8
+		if o.gateway == "" && o.runnerMode == "batch" {
+			o.inflight = o.batchSize
+		}
+	}
+	if o.sampleWorkers == 0 {
+		perSample := max(1, len(splitList(o.protocols))*len(splitList(o.policies))*len(splitList(o.ratios)))
+		o.sampleWorkers = max(1, (o.inflight+perSample-1)/perSample)
+	}
 	cfg := eval.Config{
 		Protocols: splitList(strings.ToUpper(o.protocols)), Policies: splitList(o.policies), KeepRatios: ratios,
 		BudgetMode: o.budgetMode, MaxTokens: o.maxTokens, Inflight: o.inflight, SampleWorkers: o.sampleWorkers,
@@ -197,14 +212,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		backend = eval.NewGateway(o.gateway, o.apiKey, name)
 	} else {
-		eb, err := eval.StartEngine(model, o.runner, o.model, strings.Fields(o.runnerArgs), stderr)
-		if err != nil {
-			return err
+		var killer interface{ Kill() }
+		switch o.runnerMode {
+		case "batch":
+			bb, err := eval.NewBatchEngine(model, o.runner, o.model, strings.Fields(o.runnerArgs), o.batchSize, o.flushDelay, stderr)
+			if err != nil {
+				return err
+			}
+			backend, killer = bb, bb
+		case "stream":
+			eb, err := eval.StartEngine(model, o.runner, o.model, strings.Fields(o.runnerArgs), stderr)
+			if err != nil {
+				return err
+			}
+			backend, killer = eb, eb
+		default:
+			return fmt.Errorf("-runner-mode %q is not batch or stream", o.runnerMode)
 		}
-		backend = eb
 		go func() {
 			<-ctx.Done()
-			eb.Kill()
+			killer.Kill()
 		}()
 	}
 	defer backend.Close()

@@ -126,9 +126,9 @@ func BuildPrompt(model *chat.Model, req *Request) (*chat.Prompt, error) {
 	return model.Build(req.Messages, len(req.Images), req.CompressAfter)
 }
 
-// Generate sends one request and waits for its result.
-func (e *EngineBackend) Generate(ctx context.Context, req *Request) (*Response, error) {
-	prompt, err := BuildPrompt(e.model, req)
+// requestLine encodes one request as a runner input line.
+func requestLine(model *chat.Model, req *Request) ([]byte, error) {
+	prompt, err := BuildPrompt(model, req)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +142,28 @@ func (e *EngineBackend) Generate(ctx context.Context, req *Request) (*Response, 
 		line.Images[i] = engineImage{Height: im.Height, Width: im.Width, RGBB64: base64.StdEncoding.EncodeToString(im.RGB)}
 	}
 	b, err := json.Marshal(line)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// toResponse turns a result line into a Response.
+func toResponse(model *chat.Model, r engineResult) (*Response, error) {
+	if r.Error != "" {
+		return nil, fmt.Errorf("engine refused %s: %s", r.ID, r.Error)
+	}
+	return &Response{
+		Text:         decodeAnswer(model, r.OutputIDs),
+		OutputIDs:    r.OutputIDs,
+		FinishReason: r.FinishReason,
+		Stats:        r.Stats,
+	}, nil
+}
+
+// Generate sends one request and waits for its result.
+func (e *EngineBackend) Generate(ctx context.Context, req *Request) (*Response, error) {
+	b, err := requestLine(e.model, req)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +182,7 @@ func (e *EngineBackend) Generate(ctx context.Context, req *Request) (*Response, 
 	e.mu.Unlock()
 
 	e.writeMu.Lock()
-	_, err = e.stdin.Write(append(b, '\n'))
+	_, err = e.stdin.Write(b)
 	e.writeMu.Unlock()
 	if err != nil {
 		e.forget(req.ID)
@@ -168,15 +190,7 @@ func (e *EngineBackend) Generate(ctx context.Context, req *Request) (*Response, 
 	}
 	select {
 	case r := <-ch:
-		if r.Error != "" {
-			return nil, fmt.Errorf("engine refused %s: %s", req.ID, r.Error)
-		}
-		return &Response{
-			Text:         e.decode(r.OutputIDs),
-			OutputIDs:    r.OutputIDs,
-			FinishReason: r.FinishReason,
-			Stats:        r.Stats,
-		}, nil
+		return toResponse(e.model, r)
 	case <-e.done:
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -194,17 +208,17 @@ func (e *EngineBackend) forget(id string) {
 	e.mu.Unlock()
 }
 
-// decode turns the tokens before eos into text, as the fixture's reference
-// predictions were made (special tokens kept, nothing stripped here).
-func (e *EngineBackend) decode(ids []int) string {
+// decodeAnswer turns the tokens before eos into text, as the fixture's
+// reference predictions were made (special tokens kept, nothing stripped here).
+func decodeAnswer(model *chat.Model, ids []int) string {
 	cut := len(ids)
 	for i, id := range ids {
-		if id == e.model.Tok.EOSID {
+		if id == model.Tok.EOSID {
 			cut = i
 			break
 		}
 	}
-	return e.model.Tok.Decode(ids[:cut], false)
+	return model.Tok.Decode(ids[:cut], false)
 }
 
 // Kill stops the runner at once (interrupt); pending requests fail.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -138,7 +139,32 @@ func startFake(t *testing.T) (*EngineBackend, *chat.Model) {
 }
 
 func TestEngineRunEndToEnd(t *testing.T) {
-	eb, model := startFake(t)
+	t.Run("stream", func(t *testing.T) {
+		eb, model := startFake(t)
+		testRunEndToEnd(t, eb, model)
+	})
+	t.Run("batch", func(t *testing.T) {
+		model, err := chat.Load(fixtureModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(fakeRunnerEnv, "1")
+		bb, err := NewBatchEngine(model, os.Args[0], fixtureModel, nil, 7, 20*time.Millisecond, os.Stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testRunEndToEnd(t, bb, model)
+		if err := bb.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// 108 requests in batches of at most 7.
+		if n := bb.Batches(); n < 108/7 {
+			t.Fatalf("%d runner processes for 108 requests in batches of 7", n)
+		}
+	})
+}
+
+func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model) {
 	samples := loadFixture(t)[:6]
 	scenes, err := ReadScenes(filepath.Join(fixtureEval(t), "scenes.jsonl"))
 	if err != nil {
@@ -266,5 +292,27 @@ func TestKeptGrid(t *testing.T) {
 				t.Fatalf("grid = %v, want %v", grid, want)
 			}
 		}
+	}
+}
+
+func TestBatchRunnerFailureFailsRequests(t *testing.T) {
+	model, err := chat.Load(fixtureModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := NewBatchEngine(model, "false", fixtureModel, nil, 2, 10*time.Millisecond, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := &Request{ID: "x", Messages: []chat.Message{{Role: "user", Text: "hi"}}, MaxTokens: 5, Policy: "full", KeepRatio: 1}
+	_, err = bb.Generate(ctx, req)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "without a result") {
+		t.Fatalf("a runner that exits must fail its batch promptly, got %v", err)
+	}
+	if _, err := NewBatchEngine(model, "/nonexistent/vlcache-run", fixtureModel, nil, 2, time.Millisecond, io.Discard); err == nil {
+		t.Fatal("a missing runner must be refused up front")
 	}
 }

@@ -1,0 +1,24 @@
+# Evaluation and load benchmark (vlcache-eval, vlcache-loadgen; docs/eval.md):
+# unit tests, then smoke runs through the real engine runner, tritonserver and
+# gateway (scripts/eval-smoke.sh). mk/cpp.mk declares build-cpp.
+GO ?= go
+EVAL_PKGS := ./gateway/internal/eval/... ./gateway/internal/loadgen/... ./gateway/internal/plot/... \
+  ./gateway/cmd/vlcache-eval/... ./gateway/cmd/vlcache-loadgen/...
+# Seconds the smoke runs may take before they are killed.
+EVAL_SMOKE_TIMEOUT ?= 420
+
+.PHONY: test-eval test-eval-smoke eval-fixture
+TEST_TARGETS += test-eval test-eval-smoke
+
+test-eval:
+	$(GO) vet $(EVAL_PKGS)
+	$(GO) test -count=1 -timeout 5m $(EVAL_PKGS)
+
+test-eval-smoke: build-cpp
+	timeout $(EVAL_SMOKE_TIMEOUT) scripts/eval-smoke.sh $(BUILD_DIR)
+
+# The full fixture evaluation of docs/eval.md (about an hour on 2 busy cores).
+EVAL_OUT ?= docs/results/tiny-llava-trained-cpu
+eval-fixture: build-cpp
+	$(GO) run ./gateway/cmd/vlcache-eval -runner $(BUILD_DIR)/backend/tools/vlcache-run \
+	  -protocols P1,P2 -out $(EVAL_OUT)
