@@ -36,9 +36,12 @@ const (
 )
 
 var (
-	root       string
-	gatewayURL = fmt.Sprintf("http://127.0.0.1:%d", gatewayPort)
-	metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", tritonMetrics)
+	root        string
+	gatewayBin  string
+	tritonPID   int
+	startTriton func() (int, error)
+	gatewayURL  = fmt.Sprintf("http://127.0.0.1:%d", gatewayPort)
+	metricsURL  = fmt.Sprintf("http://127.0.0.1:%d/metrics", tritonMetrics)
 )
 
 func TestMain(m *testing.M) {
@@ -64,21 +67,28 @@ func run(m *testing.M) (int, error) {
 		buildDir = filepath.Join(root, "build")
 	}
 	tritonLog := filepath.Join(tmp, "tritonserver.log")
-	serve := exec.Command(filepath.Join(root, "scripts", "triton-serve.sh"), "--http", strconv.Itoa(tritonHTTP),
-		"--grpc", strconv.Itoa(tritonGRPC), "--metrics", strconv.Itoa(tritonMetrics), "--log", tritonLog)
-	serve.Env = append(os.Environ(), "VLCACHE_BUILD_DIR="+buildDir)
-	serve.Stderr = os.Stderr
-	out, err := serve.Output()
-	if err != nil {
-		return 1, fmt.Errorf("failed to start tritonserver: %w", err)
+	startTriton = func() (int, error) {
+		serve := exec.Command(filepath.Join(root, "scripts", "triton-serve.sh"), "--http", strconv.Itoa(tritonHTTP),
+			"--grpc", strconv.Itoa(tritonGRPC), "--metrics", strconv.Itoa(tritonMetrics), "--log", tritonLog)
+		serve.Env = append(os.Environ(), "VLCACHE_BUILD_DIR="+buildDir)
+		serve.Stderr = os.Stderr
+		out, err := serve.Output()
+		if err != nil {
+			return 0, fmt.Errorf("failed to start tritonserver: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			return 0, fmt.Errorf("triton-serve.sh printed %q, not a PID", out)
+		}
+		return pid, nil
 	}
-	tritonPID, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		return 1, fmt.Errorf("triton-serve.sh printed %q, not a PID", out)
+	if tritonPID, err = startTriton(); err != nil {
+		return 1, err
 	}
-	defer stopPID(tritonPID)
+	defer func() { stopPID(tritonPID) }()
 
 	bin := filepath.Join(tmp, "vlcache-gateway")
+	gatewayBin = bin
 	build := exec.Command("go", "build", "-o", bin, "./gateway/cmd/vlcache-gateway")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -88,9 +98,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	gw := exec.Command(bin, "-listen", fmt.Sprintf("127.0.0.1:%d", gatewayPort),
-		"-triton-grpc", fmt.Sprintf("127.0.0.1:%d", tritonGRPC),
-		"-model", modelName+"="+filepath.Join(root, "testdata", "tiny-llava-random")+":"+modelName)
+	gw := gatewayCommand(gatewayPort)
 	gw.Stdout, gw.Stderr = gwLog, gwLog
 	if err := gw.Start(); err != nil {
 		return 1, fmt.Errorf("failed to start the gateway: %w", err)
@@ -109,6 +117,12 @@ func run(m *testing.M) (int, error) {
 		dump(gwLog.Name())
 	}
 	return code, nil
+}
+
+func gatewayCommand(port int) *exec.Cmd {
+	return exec.Command(gatewayBin, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"-triton-grpc", fmt.Sprintf("127.0.0.1:%d", tritonGRPC), "-triton-max-backoff", "500ms",
+		"-model", modelName+"="+filepath.Join(root, "testdata", "tiny-llava-random")+":"+modelName)
 }
 
 func stopPID(pid int) {
@@ -408,11 +422,8 @@ func backendMetric(t *testing.T, name, extraLabel string) float64 {
 // frees the sequence and its KV blocks.
 func TestE2EHangUpFreesSequence(t *testing.T) {
 	cancelledBefore := backendMetric(t, "vlcache_sequences_finished_total", `reason="cancelled"`)
-	p := golden(t)[0]
-	body := fmt.Sprintf(`{"model": %q, "stream": true, "max_tokens": 3000, "messages": [{"role": "user", "content": [
-	  {"type": "image_url", "image_url": {"url": %q}}, {"type": "text", "text": %q}]}]}`, modelName, imageURL(t, p.Images[0]), p.Question)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(streamBody(t, 3000)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -438,5 +449,83 @@ func TestE2EHangUpFreesSequence(t *testing.T) {
 			t.Fatalf("sequence not freed: cancelled %v (before %v), running %v, free %v of %v", cancelled, cancelledBefore, running, free, capacity)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func streamBody(t *testing.T, maxTokens int) string {
+	p := golden(t)[0]
+	return fmt.Sprintf(`{"model": %q, "stream": true, "max_tokens": %d, "messages": [{"role": "user", "content": [
+	  {"type": "image_url", "image_url": {"url": %q}}, {"type": "text", "text": %q}]}]}`, modelName, maxTokens, imageURL(t, p.Images[0]), p.Question)
+}
+
+// SIGTERM lets an open stream finish before the gateway exits.
+func TestE2EGracefulShutdown(t *testing.T) {
+	const port = 18174
+	gw := gatewayCommand(port)
+	var logs strings.Builder
+	gw.Stdout, gw.Stderr = &logs, &logs
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = gw.Process.Kill() }()
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := waitReady(url+"/readyz", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(streamBody(t, 400)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	if err := gw.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("stream cut: %v", err)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(rest)), "data: [DONE]") || !strings.Contains(string(rest), `"finish_reason":"length"`) {
+		t.Fatalf("the open stream did not finish: ...%s", rest[max(0, len(rest)-300):])
+	}
+	if err := gw.Wait(); err != nil {
+		t.Fatalf("gateway exit: %v\n%s", err, logs.String())
+	}
+}
+
+// After tritonserver restarts, the same gateway serves again without a restart
+// of its own. Runs last: it replaces the suite's tritonserver.
+func TestE2ETritonRestart(t *testing.T) {
+	stopPID(tritonPID)
+	resp, err := http.Get(gatewayURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("readyz with tritonserver down: %d", resp.StatusCode)
+	}
+	c := client()
+	if _, err := c.Chat.Completions.New(context.Background(), params(t, golden(t)[0], 2)); err == nil {
+		t.Fatal("a chat must fail while tritonserver is down")
+	} else if apiErr := (*openai.Error)(nil); !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
+		t.Fatalf("err = %v, want a 503", err)
+	}
+	if tritonPID, err = startTriton(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitReady(gatewayURL+"/readyz", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p := golden(t)[0]
+	resp2, err := c.Chat.Completions.New(context.Background(), params(t, p, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp2.Choices[0].Message.Content != p.Ours.GreedyText {
+		t.Fatalf("after restart: %q", resp2.Choices[0].Message.Content)
 	}
 }
