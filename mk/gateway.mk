@@ -26,7 +26,7 @@ GATEWAY_FUZZ := tokenizer:FuzzEncodeDecode openai:FuzzParseChatRequest openai:Fu
 test-gateway-fuzz:
 	@set -e; for t in $(GATEWAY_FUZZ); do \
 	  pkg=$${t%%:*}; fn=$${t#*:}; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(GATEWAY_FUZZTIME) ./gateway/internal/$$pkg; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(GATEWAY_FUZZTIME) -parallel 1 ./gateway/internal/$$pkg; \
 	done
 
 # Regenerates the tokenizer oracle with Hugging Face `tokenizers` (pip).
