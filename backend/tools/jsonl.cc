@@ -144,6 +144,10 @@ std::string ResultLine(const nlohmann::json& id, const std::vector<int32_t>& out
   out["finish_reason"] = FinishReasonName(reason);
   if (reason == FinishReason::kError) out["error"] = error;
   out["stats"] = nlohmann::ordered_json::parse(stats.ToJson());
+  // docs/contract.md: a failed sequence's stats carry the message too.
+  if (reason == FinishReason::kError && !out["stats"].contains("error")) {
+    out["stats"]["error"] = error;
+  }
   return out.dump();
 }
 

@@ -1,13 +1,17 @@
 // vlcache-run: the engine from the command line. One prompt from flags, or
 // many request lines from stdin (--jsonl, docs/contract.md) run together
 // through the engine's continuous batching.
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -124,56 +128,124 @@ int RunOne(const Options& opt, Engine* engine) {
   return rc;
 }
 
-int RunJsonl(Engine* engine) {
+// Request lines are read on their own thread and submitted as they arrive, so
+// a caller may keep the process open and feed it over time (the evaluation
+// harness does); this thread steps the engine and writes each result when its
+// sequence finishes. The process ends at end of input once every accepted
+// sequence has finished.
+class JsonlRunner {
+ public:
+  explicit JsonlRunner(Engine* engine) : engine_(engine) {}
+
+  int Run() {
+    std::thread reader([this] { ReadLines(); });
+    int idle_after_eof = 0;
+    while (true) {
+      const bool worked = engine_->Step();
+      std::unique_lock<std::mutex> lock(mu_);
+      if (eof_ && unfinished_ == 0) break;
+      if (worked) {
+        idle_after_eof = 0;
+        continue;
+      }
+      if (eof_) {
+        // Every Submit has returned, so a second idle Step with sequences
+        // still owed a finish would spin forever: report it instead.
+        if (++idle_after_eof >= 2) {
+          std::cerr << "vlcache-run: engine has nothing to do but " << unfinished_
+                    << " sequence(s) never finished\n";
+          lock.unlock();
+          reader.join();
+          return 1;
+        }
+        continue;
+      }
+      const uint64_t seen = submissions_;
+      cv_.wait_for(lock, std::chrono::milliseconds(50),
+                   [&] { return submissions_ != seen || eof_; });
+    }
+    reader.join();
+    return 0;
+  }
+
+ private:
   struct Pending {
     nlohmann::json id;
     std::vector<int32_t> output;
   };
-  std::map<uint64_t, Pending> pending;
-  int unfinished = 0;
-  std::string text;
-  uint64_t next_seq = 1;
-  size_t line_no = 0;
-  while (std::getline(std::cin, text)) {
-    ++line_no;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+
+  void Write(const std::string& line) {
+    std::lock_guard<std::mutex> lock(out_mu_);
+    std::cout << line << std::endl;
+  }
+
+  void ReadLines() {
+    std::string text;
+    size_t line_no = 0;
+    while (std::getline(std::cin, text)) {
+      ++line_no;
+      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+      Submit(text, line_no);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    eof_ = true;
+    cv_.notify_all();
+  }
+
+  void Submit(const std::string& text, size_t line_no) {
     RequestLine line;
     Status s = ParseRequestLine(text, &line);
     if (!s.ok()) {
-      std::cout << ErrorLine(line.id, "line " + std::to_string(line_no) + ": " + s.message)
-                << std::endl;
-      continue;
+      Write(ErrorLine(line.id, "line " + std::to_string(line_no) + ": " + s.message));
+      return;
     }
-    const uint64_t seq = next_seq++;
-    pending[seq].id = line.id;
+    uint64_t seq;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      seq = next_seq_++;
+      pending_[seq].id = line.id;
+      ++unfinished_;  // before Submit: the sequence may finish before it returns
+    }
     SequenceCallbacks callbacks;
-    callbacks.on_tokens = [&pending, seq](const std::vector<int32_t>& tokens) {
-      auto& out = pending[seq].output;
+    callbacks.on_tokens = [this, seq](const std::vector<int32_t>& tokens) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& out = pending_[seq].output;
       out.insert(out.end(), tokens.begin(), tokens.end());
     };
-    callbacks.on_finish = [&pending, &unfinished, seq](FinishReason reason,
-                                                       const SequenceStats& stats,
-                                                       const std::string& error) {
-      const Pending& p = pending[seq];
-      std::cout << ResultLine(p.id, p.output, reason, stats, error) << std::endl;
-      pending.erase(seq);
-      --unfinished;
+    callbacks.on_finish = [this, seq](FinishReason reason, const SequenceStats& stats,
+                                      const std::string& error) {
+      Pending done;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        done = std::move(pending_[seq]);
+        pending_.erase(seq);
+      }
+      Write(ResultLine(done.id, done.output, reason, stats, error));
+      std::lock_guard<std::mutex> lock(mu_);
+      --unfinished_;
     };
-    s = engine->Submit(seq, std::move(line.request), std::move(callbacks));
+    s = engine_->Submit(seq, std::move(line.request), std::move(callbacks));
+    std::lock_guard<std::mutex> lock(mu_);
     if (!s.ok()) {
-      std::cout << ErrorLine(pending[seq].id, s.message) << std::endl;
-      pending.erase(seq);
-      continue;
+      Write(ErrorLine(pending_[seq].id, s.message));
+      pending_.erase(seq);
+      --unfinished_;
+      return;
     }
-    ++unfinished;
+    ++submissions_;
+    cv_.notify_all();
   }
-  Status s = Drive(engine, &unfinished);
-  if (!s.ok()) {
-    std::cerr << "vlcache-run: " << s.message << "\n";
-    return 1;
-  }
-  return 0;
-}
+
+  Engine* engine_;
+  std::mutex out_mu_;  // one writer at a time on stdout
+  std::mutex mu_;      // everything below
+  std::condition_variable cv_;
+  std::map<uint64_t, Pending> pending_;
+  uint64_t next_seq_ = 1;
+  uint64_t submissions_ = 0;
+  int unfinished_ = 0;
+  bool eof_ = false;
+};
 
 int Main(int argc, char** argv) {
   Options opt;
@@ -229,7 +301,8 @@ int Main(int argc, char** argv) {
     std::cerr << "vlcache-run: " << s.message << "\n";
     return 1;
   }
-  return opt.jsonl ? RunJsonl(engine.get()) : RunOne(opt, engine.get());
+  if (opt.jsonl) return JsonlRunner(engine.get()).Run();
+  return RunOne(opt, engine.get());
 }
 
 }  // namespace

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Smoke test of `vlcache-run --jsonl` on a real checkpoint: a valid request gets
-a result line with output_ids and stats, a request with an invalid keep ratio
-and a line that is not JSON each get an {"id", "error"} line, and neither stops
-the batch. Usage: run_jsonl_smoke.py VLCACHE_RUN MODEL_DIR"""
+a result line with output_ids and stats while stdin is still open (a caller may
+feed the runner over time), a request with an invalid keep ratio and a line
+that is not JSON each get an {"id", "error"} line, neither stops the others, and
+the runner exits 0 at end of input. Usage: run_jsonl_smoke.py VLCACHE_RUN MODEL_DIR"""
 import base64
 import json
+import queue
 import random
 import subprocess
 import sys
+import threading
+
+TIMEOUT_S = 240
 
 
 def main():
@@ -26,12 +31,39 @@ def main():
              "max_tokens": 4, "policy": "vlcache", "keep_ratio": 0.5,
              "budget_mode": "exact", "return_kept_positions": True}
     invalid = dict(valid, id="bad-ratio", keep_ratio=1.5)
-    stdin = "\n".join([json.dumps(valid), json.dumps(invalid), "{not json"]) + "\n"
-    proc = subprocess.run([binary, "--model", model, "--jsonl", "--threads", "2"],
-                          input=stdin, capture_output=True, text=True, timeout=240)
-    if proc.returncode != 0:
-        sys.exit("vlcache-run exited %d: %s" % (proc.returncode, proc.stderr))
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    proc = subprocess.Popen([binary, "--model", model, "--jsonl", "--threads", "2"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out_lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            out_lines.put(line)
+        out_lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    raw = []
+    try:
+        proc.stdin.write(json.dumps(valid) + "\n")
+        proc.stdin.flush()
+        first = out_lines.get(timeout=TIMEOUT_S)  # stdin still open
+        raw.append(first)
+        proc.stdin.write(json.dumps(invalid) + "\n{not json\n")
+        proc.stdin.close()
+        while True:
+            line = out_lines.get(timeout=TIMEOUT_S)
+            if line is None:
+                break
+            raw.append(line)
+        rc = proc.wait(timeout=TIMEOUT_S)
+    except (queue.Empty, subprocess.TimeoutExpired):
+        proc.kill()
+        sys.exit("vlcache-run --jsonl did not answer within %d s (got %r)" % (TIMEOUT_S, raw))
+    stderr = proc.stderr.read()
+    if rc != 0:
+        sys.exit("vlcache-run exited %d: %s" % (rc, stderr))
+    stdout = "".join(l for l in raw if l)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     by_id = {}
     for line in lines:
         by_id.setdefault(line.get("id"), []).append(line)
@@ -41,7 +73,9 @@ def main():
         if not cond:
             problems.append(what)
 
-    expect(len(lines) == 3, "expected 3 lines, got %d: %s" % (len(lines), proc.stdout))
+    expect(len(lines) == 3, "expected 3 lines, got %d: %s" % (len(lines), stdout))
+    expect(first is not None and json.loads(first).get("id") == "ok-1",
+           "first line should be the valid request's result: %r" % first)
     ok = by_id.get("ok-1", [{}])[0]
     out = ok.get("output_ids")
     expect(isinstance(out, list) and 1 <= len(out) <= 4
@@ -66,7 +100,7 @@ def main():
     junk = by_id.get(None, [{}])[0]
     expect("line 3" in junk.get("error", ""), "non-JSON line: %r" % junk)
     if problems:
-        print(proc.stdout)
+        print(stdout)
         sys.exit("vlcache-run --jsonl smoke test failed:\n  " + "\n  ".join(problems))
     print("vlcache-run --jsonl: 1 result, 2 error lines, as expected")
 

@@ -166,6 +166,7 @@ TEST(Jsonl, ResultAndErrorLines) {
   const auto failed = nlohmann::json::parse(
       ResultLine(7, {}, FinishReason::kError, stats, "kv cache: too big"));
   EXPECT_EQ(failed["error"], "kv cache: too big");
+  EXPECT_EQ(failed["stats"]["error"], "kv cache: too big");
   const auto refused = nlohmann::json::parse(ErrorLine("x", "keep_ratio must be in (0, 1]"));
   EXPECT_EQ(refused, nlohmann::json({{"id", "x"}, {"error", "keep_ratio must be in (0, 1]"}}));
 }
