@@ -29,9 +29,12 @@ test-gateway-fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(GATEWAY_FUZZTIME) -parallel 1 ./gateway/internal/$$pkg; \
 	done
 
-# Regenerates the tokenizer oracle with Hugging Face `tokenizers` (pip).
+# Regenerates the tokenizer and chat-template oracles with Hugging Face
+# `tokenizers` and Jinja2 (pip); the outputs are committed.
 gateway-oracle: deps-gateway
-	python3 -m pip install -q tokenizers==0.23.3
+	python3 -m pip install -q tokenizers==0.23.3 jinja2==3.1.6
+	python3 gateway/internal/chat/testdata/gen_templates.py gateway/internal/chat/testdata/templates_oracle.json \
+	  qwen3 .deps/tokenizers/qwen3
 	python3 gateway/internal/tokenizer/testdata/gen_oracle.py gateway/internal/tokenizer/testdata/oracle.json \
 	  fixture=testdata/tiny-llava-random/tokenizer.json \
 	  qwen3=.deps/tokenizers/qwen3/tokenizer.json \
