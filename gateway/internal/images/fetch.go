@@ -237,6 +237,13 @@ func ParseDataURL(s string, maxBytes int64) ([]byte, error) {
 	if maxBytes > 0 && int64(base64.StdEncoding.DecodedLen(len(payload))) > maxBytes+2 {
 		return nil, fmt.Errorf("the image is over the %d byte limit", maxBytes)
 	}
+	// Some clients wrap base64 at 76 columns.
+	payload = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == ' ' || r == '\t' {
+			return -1
+		}
+		return r
+	}, payload)
 	payload = strings.TrimRight(payload, "=")
 	data, err := base64.RawStdEncoding.DecodeString(payload)
 	if err != nil {

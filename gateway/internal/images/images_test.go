@@ -54,6 +54,18 @@ func TestDataURLFormats(t *testing.T) {
 			if d := meanDiff(img, want); d > tc.tolerance {
 				t.Fatalf("mean channel difference %.2f > %.2f", d, tc.tolerance)
 			}
+			// The same image base64-wrapped at 76 columns, as some clients send it.
+			enc := base64.StdEncoding.EncodeToString(readFile(t, tc.file))
+			var wrapped strings.Builder
+			for i := 0; i < len(enc); i += 76 {
+				wrapped.WriteString(enc[i:min(i+76, len(enc))] + "\r\n")
+			}
+			if _, err := l.Load(context.Background(), "data:"+tc.mime+";base64,"+wrapped.String()); err != nil {
+				t.Fatalf("wrapped base64: %v", err)
+			}
+			if d := meanDiff(img, want); d > tc.tolerance {
+				t.Fatalf("mean channel difference %.2f > %.2f", d, tc.tolerance)
+			}
 		})
 	}
 }
