@@ -11,7 +11,7 @@ TENANTS_E2E_TIMEOUT ?= 600s
 
 .PHONY: deps-tenants test-tenants test-tenants-e2e
 DEPS_TARGETS += deps-tenants
-TEST_TARGETS += test-tenants
+TEST_TARGETS += test-tenants test-tenants-e2e
 
 # Debian's docker-compose (1.29) lints docker-compose.yml against the Compose
 # schema without a Docker engine.

@@ -4,11 +4,13 @@ package otlptest
 
 import (
 	"compress/gzip"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -91,8 +93,13 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var msg coltrace.ExportTraceServiceRequest
-	if req.Header.Get("Content-Type") == "application/json" {
+	// OTLP/JSON (tritonserver's exporter) writes ids as hex, but protojson reads
+	// bytes fields as base64; encoding the decoded bytes back as base64 gives
+	// the hex text again.
+	id := hex.EncodeToString
+	if strings.HasPrefix(req.Header.Get("Content-Type"), "application/json") {
 		err = protojson.Unmarshal(raw, &msg)
+		id = base64.StdEncoding.EncodeToString
 	} else {
 		err = proto.Unmarshal(raw, &msg)
 	}
@@ -110,8 +117,8 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) {
 		}
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
-				sp := Span{Service: service, Name: s.GetName(), TraceID: hex.EncodeToString(s.GetTraceId()),
-					SpanID: hex.EncodeToString(s.GetSpanId()), ParentID: hex.EncodeToString(s.GetParentSpanId())}
+				sp := Span{Service: service, Name: s.GetName(), TraceID: id(s.GetTraceId()),
+					SpanID: id(s.GetSpanId()), ParentID: id(s.GetParentSpanId())}
 				for _, e := range s.GetEvents() {
 					sp.Events = append(sp.Events, e.GetName())
 				}

@@ -45,23 +45,47 @@ const (
 
 var root = func() string { r, _ := filepath.Abs("../../../.."); return r }()
 
+// proc is a child process with one waiter goroutine; done closes when it exits.
 type proc struct {
-	cmd *exec.Cmd
-	log string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func startProc(cmd *exec.Cmd, log string) (*proc, error) {
+	// Dies with the test process, even when a timeout kills it before cleanups run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
 }
 
 func (p *proc) stop() {
-	if p.cmd.Process == nil || p.cmd.ProcessState != nil {
+	if p.exited() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
+		p.kill()
 	}
 }
 
@@ -82,30 +106,40 @@ func buildGateway(t *testing.T) string {
 	return bin
 }
 
+// startTriton runs scripts/triton-serve.sh in the foreground (it execs
+// tritonserver), so the server is our child and dies with the test process.
 func startTriton(t *testing.T, otlpAddr string) {
 	logFile := filepath.Join(t.TempDir(), "tritonserver.log")
-	cmd := exec.Command(filepath.Join(root, "scripts/triton-serve.sh"),
+	f, err := os.Create(logFile)
+	require.NoError(t, err)
+	cmd := exec.Command(filepath.Join(root, "scripts/triton-serve.sh"), "--foreground",
 		"--http", strconv.Itoa(tritonHTTP), "--grpc", strconv.Itoa(tritonGRPC), "--metrics", strconv.Itoa(tritonMetrics),
-		"--log", logFile, "--ready-timeout", "180",
 		"--trace-config", "mode=opentelemetry", "--trace-config", "rate=1", "--trace-config", "level=TIMESTAMPS",
 		"--trace-config", "opentelemetry,url="+otlpAddr+"/v1/traces",
 		"--trace-config", "opentelemetry,resource=service.name=tritonserver")
 	cmd.Dir = root
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "tritonserver did not start; log:\n%s", tail(logFile))
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	cmd.Stdout, cmd.Stderr = f, f
+	p, err := startProc(cmd, logFile)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-		for range 100 {
-			if syscall.Kill(pid, 0) != nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		p.stop()
+		f.Close()
+		if t.Failed() {
+			t.Logf("tritonserver log:\n%s", tail(logFile))
 		}
-		_ = syscall.Kill(pid, syscall.SIGKILL)
 	})
+	require.Eventually(t, func() bool {
+		if p.exited() {
+			return true // fail below with the log rather than wait
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/health/ready", tritonHTTP))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 180*time.Second, 250*time.Millisecond, "tritonserver not ready")
+	require.False(t, p.exited(), "tritonserver exited at start; log:\n%s", tail(logFile))
 }
 
 func startGateway(t *testing.T, bin string, port int, redisURL, otlpEndpoint string, extra ...string) *proc {
@@ -123,8 +157,8 @@ func startGateway(t *testing.T, bin string, port int, redisURL, otlpEndpoint str
 		"OTEL_EXPORTER_OTLP_ENDPOINT="+otlpEndpoint, "OTEL_SERVICE_NAME=vlcache-gateway",
 		"OTEL_BSP_SCHEDULE_DELAY=100")
 	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(t, cmd.Start())
-	p := &proc{cmd: cmd, log: logFile}
+	p, err := startProc(cmd, logFile)
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		p.stop()
 		f.Close()
@@ -133,13 +167,17 @@ func startGateway(t *testing.T, bin string, port int, redisURL, otlpEndpoint str
 		}
 	})
 	require.Eventually(t, func() bool {
+		if p.exited() {
+			return true
+		}
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 200*time.Millisecond, "gateway %d not ready; log:\n%s", port, tail(logFile))
+	}, 60*time.Second, 200*time.Millisecond, "gateway %d not ready", port)
+	require.False(t, p.exited(), "gateway %d exited at start; log:\n%s", port, tail(logFile))
 	return p
 }
 
@@ -250,7 +288,8 @@ func TestE2E(t *testing.T) {
 				services[s.Service] = true
 			}
 			return services["vlcache-gateway"] && len(services) >= 2
-		}, 30*time.Second, 200*time.Millisecond, "one trace with the gateway's and tritonserver's spans; got %v", recv.Spans())
+		}, 30*time.Second, 200*time.Millisecond, "one trace with the gateway's and tritonserver's spans; got %v; receiver errors: %v",
+			recv.Spans(), recv.Errors())
 
 		byID := map[string]otlptest.Span{}
 		names := map[string]bool{}
@@ -384,12 +423,15 @@ func TestE2E(t *testing.T) {
 		// and then waits on an image server that never answers; killing it there
 		// leaves the lease in Redis with nobody to release it.
 		fetching, release := make(chan struct{}, 1), make(chan struct{})
-		defer close(release)
 		hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fetching <- struct{}{}
+			select {
+			case fetching <- struct{}{}:
+			default:
+			}
 			<-release
 		}))
 		defer hang.Close()
+		defer close(release) // before Close, which waits for the handler
 		victim := startGateway(t, bin, gatewayVictim, redisSrv.URL(), recv.Endpoint(),
 			"--image-allow-private", "--image-fetch-timeout", "5m")
 		go func() {
@@ -400,8 +442,7 @@ func TestE2E(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the victim gateway never fetched the image")
 		}
-		require.NoError(t, victim.cmd.Process.Kill())
-		_ = victim.cmd.Wait()
+		victim.kill()
 
 		_, err := client(gatewayA, single).Chat.Completions.New(ctx, chatParams(image))
 		var apiErr *openai.Error
