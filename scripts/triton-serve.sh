@@ -69,6 +69,21 @@ if ((foreground)); then
   exec "$server" "${args[@]}"
 fi
 
+# A server already on these ports would answer the readiness probe for ours.
+if ! python3 - "$http_port" "$grpc_port" "$metrics_port" <<'PY'
+import socket, sys
+for port in sys.argv[1:]:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(port)))
+        except OSError:
+            sys.exit(f"triton-serve: 127.0.0.1:{port} is already in use")
+PY
+then
+  exit 1
+fi
+
 log_file=${log_file:-${TMPDIR:-/tmp}/tritonserver-$http_port.log}
 mkdir -p "$(dirname "$log_file")"
 # Detached from our stdout so that `pid=$(scripts/triton-serve.sh ...)` returns.
