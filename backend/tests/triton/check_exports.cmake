@@ -1,3 +1,4 @@
+cmake_minimum_required(VERSION 3.22)
 # Fails unless the library's dynamic symbol table defines only TRITONBACKEND_*
 # functions (the version script hides the engine and its dependencies), and
 # all the entry points Triton needs are there.
