@@ -3,12 +3,14 @@ libtriton_vlcache.so -> the engine on the tiny checkpoints of testdata/."""
 
 import glob
 import json
+import os
+import subprocess
 import threading
 
 import numpy as np
 import pytest
 
-from triton_e2e import Stream, generate, make_inputs, metric, read_metrics, wait_for
+from triton_e2e import REPO, Stream, generate, make_inputs, metric, read_metrics, wait_for
 
 EOS = 2
 GOLDEN_TOKENS = 16
@@ -250,3 +252,15 @@ def test_engine_phases_are_triton_trace_activities(server, golden_random):
     instants = [next(t["ns"] for t in timestamps if t["name"] == p) for p in phases]
     assert instants == sorted(instants)  # laid end to end, in order
     assert "REQUEST_START" in names and "COMPUTE_START" in names  # Triton's own still there
+
+
+def test_serve_script_refuses_ports_in_use(server):
+    done = subprocess.run(
+        [str(REPO / "scripts" / "triton-serve.sh"), "--http", str(server.http_port),
+         "--grpc", "18019", "--metrics", "18018"],
+        env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"127.0.0.1:{server.http_port} is already in use" in done.stderr
+    assert done.stdout == ""  # no PID: nothing was started
+    status, _ = server.http_get("/v2/health/ready")
+    assert status == 200
