@@ -52,7 +52,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	client, err := triton.Dial(cfg.TritonAddr, triton.Options{MaxBackoff: cfg.TritonMaxBackoff})
+	client, err := triton.Dial(cfg.TritonAddr, triton.Options{MaxBackoff: cfg.TritonMaxBackoff, MaxMessageBytes: cfg.TritonMaxMessage})
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", cfg.Listen, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: cfg.ReadHeaderTimeout}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(lis) }()
 	log.Info("serving", "addr", lis.Addr().String(), "triton", cfg.TritonAddr, "models", len(models))

@@ -67,6 +67,7 @@ type Config struct {
 	Listen           string
 	TritonAddr       string
 	TritonMaxBackoff time.Duration
+	TritonMaxMessage int
 	Models           modelList
 
 	DefaultKeepRatio float64
@@ -83,10 +84,11 @@ type Config struct {
 	ImageAllowedHosts stringList
 	ImageAllowPrivate bool
 
-	RequestTimeout  time.Duration
-	ShutdownTimeout time.Duration
-	ReadyTimeout    time.Duration
-	StartupTimeout  time.Duration
+	RequestTimeout    time.Duration
+	ReadHeaderTimeout time.Duration
+	ShutdownTimeout   time.Duration
+	ReadyTimeout      time.Duration
+	StartupTimeout    time.Duration
 
 	LogFormat string
 	LogLevel  string
@@ -100,6 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
 	fs.StringVar(&c.TritonAddr, "triton-grpc", "127.0.0.1:8001", "tritonserver gRPC address")
 	fs.DurationVar(&c.TritonMaxBackoff, "triton-max-backoff", 5*time.Second, "longest wait between reconnection attempts to tritonserver")
+	fs.IntVar(&c.TritonMaxMessage, "triton-max-message-bytes", 256<<20, "largest gRPC message to or from tritonserver (images travel inside)")
 	fs.Var(&c.Models, "model", "served model NAME=DIR[:TRITON_MODEL] (repeatable; the env var takes a comma-separated list)")
 	fs.Float64Var(&c.DefaultKeepRatio, "default-keep-ratio", 1.0, "fraction of the prompt's KV cache kept when a request asks for none, in (0, 1]")
 	fs.StringVar(&c.DefaultPolicy, "default-policy", "vlcache", "KV-cache policy when a request asks for none")
@@ -113,6 +116,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.ImageAllowedHosts, "image-allowed-hosts", "if set, the only hosts images may be fetched from (comma-separated)")
 	fs.BoolVar(&c.ImageAllowPrivate, "image-allow-private", false, "allow image URLs on loopback/private addresses (tests and closed networks only)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", 10*time.Minute, "limit on one request, streaming included (0: none)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send the request headers")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long open streams may finish after a stop signal")
 	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", 2*time.Second, "timeout of each readiness probe of tritonserver")
 	fs.DurationVar(&c.StartupTimeout, "startup-timeout", 5*time.Second, "how long to try reading model metadata at start before serving anyway")
@@ -177,14 +181,14 @@ func (c *Config) Validate() error {
 		bad("-default-policy %q is not in -policies %v", c.DefaultPolicy, []string(c.Policies))
 	}
 	positive := map[string]int64{"-default-max-tokens": int64(c.DefaultMaxTokens), "-max-images": int64(c.MaxImages),
-		"-max-body-bytes": c.MaxBodyBytes, "-image-max-bytes": c.ImageMaxBytes, "-image-max-pixels": c.ImageMaxPixels}
+		"-max-body-bytes": c.MaxBodyBytes, "-triton-max-message-bytes": int64(c.TritonMaxMessage), "-image-max-bytes": c.ImageMaxBytes, "-image-max-pixels": c.ImageMaxPixels}
 	for name, v := range positive {
 		if v <= 0 {
 			bad("%s must be positive, got %d", name, v)
 		}
 	}
 	for name, d := range map[string]time.Duration{"-image-fetch-timeout": c.ImageFetchTimeout, "-shutdown-timeout": c.ShutdownTimeout,
-		"-ready-timeout": c.ReadyTimeout, "-triton-max-backoff": c.TritonMaxBackoff} {
+		"-ready-timeout": c.ReadyTimeout, "-triton-max-backoff": c.TritonMaxBackoff, "-read-header-timeout": c.ReadHeaderTimeout} {
 		if d <= 0 {
 			bad("%s must be positive, got %v", name, d)
 		}
