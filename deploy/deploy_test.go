@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -200,4 +201,49 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	require.True(t, slices.Contains(envNames, "VLCACHE_REDIS_URL"), "replicas share limits through Redis")
 	require.True(t, slices.Contains(envNames, "OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+// The gateway flags and VLCACHE_* variables that compose and Kubernetes pass
+// must be flags the real binary knows.
+func TestGatewayFlagsExist(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "vlcache-gateway")
+	build := exec.Command("go", "build", "-o", bin, "./gateway/cmd/vlcache-gateway")
+	build.Dir = ".."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	help, _ := exec.Command(bin, "-h").CombinedOutput() // -h exits non-zero after printing the flags
+	known := map[string]bool{}
+	for _, line := range strings.Split(string(help), "\n") {
+		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+			known[strings.Fields(f)[0]] = true
+		}
+	}
+	require.True(t, known["listen"] && known["redis-url"] && known["metrics-max-tenants"], "parsed the flag list: %v", known)
+
+	var args []string
+	var envs []string
+	compose := load(t, "../docker-compose.yml")[0]
+	args = append(args, strs(get(compose, "services", "gateway", "command"))...)
+	for k := range get(compose, "services", "gateway", "environment").(map[string]any) {
+		envs = append(envs, k)
+	}
+	for _, o := range load(t, "k8s/gateway.yaml") {
+		if o["kind"] == "Deployment" {
+			c := get(o, "spec", "template", "spec", "containers", 0)
+			args = append(args, strs(get(c, "args"))...)
+			for _, e := range get(c, "env").([]any) {
+				envs = append(envs, get(e, "name").(string))
+			}
+		}
+	}
+	for _, a := range args {
+		name := strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]
+		require.True(t, known[name], "flag %s is not a vlcache-gateway flag", a)
+	}
+	for _, e := range envs {
+		if name, ok := strings.CutPrefix(e, "VLCACHE_"); ok {
+			flagName := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+			require.True(t, known[flagName], "%s sets no flag (%s)", e, flagName)
+		}
+	}
 }
