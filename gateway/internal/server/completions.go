@@ -259,7 +259,9 @@ func (s *Server) loadImages(ctx context.Context, m *Model, refs []imageRef) ([]t
 				errs[i] = &images.Error{Param: ref.param, Err: err}
 				return
 			}
+			_, pspan := telemetry.Start(ctx, telemetry.SpanPreprocess)
 			rgb, h, w := m.Images.Process(img)
+			telemetry.End(pspan, nil)
 			out[i] = triton.Image{Height: h, Width: w, RGB: rgb}
 		}()
 	}

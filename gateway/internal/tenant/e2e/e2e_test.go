@@ -300,7 +300,7 @@ func TestE2E(t *testing.T) {
 			}
 		}
 		for _, want := range []string{"POST /v1/chat/completions", telemetry.SpanAuth, telemetry.SpanImageFetch,
-			telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream} {
+			telemetry.SpanPreprocess, telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream} {
 			require.True(t, names[want], "gateway span %s in the trace; got %v", want, names)
 		}
 		// Triton's root span continues the gateway's gRPC client span.
