@@ -334,6 +334,24 @@ func TestE2EKeepRatioTenth(t *testing.T) {
 	}
 }
 
+// P3: the first turn (images and question) is compressed, the later turns
+// go over the compressed cache.
+func TestE2EContextFirstTurn(t *testing.T) {
+	p := golden(t)[1]
+	pr := params(t, p, 4)
+	pr.Messages = append(pr.Messages, openai.AssistantMessage("blue"), openai.UserMessage("And which shape is red?"))
+	pr.SetExtraFields(map[string]any{"kv_cache": map[string]any{"keep_ratio": 0.2, "compress_after": "first_turn"}})
+	c := client()
+	resp, err := c.Chat.Completions.New(context.Background(), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := kvFrom(t, resp.Usage.RawJSON())
+	if kv.KeepRatio != 0.2 || kv.TokensKept >= kv.TokensFull || resp.Usage.PromptTokens <= int64(len(p.InputIDs)) {
+		t.Fatalf("kv_cache %+v, prompt tokens %d", kv, resp.Usage.PromptTokens)
+	}
+}
+
 func TestE2EBadRequestsSDK(t *testing.T) {
 	c := client()
 	p := params(t, golden(t)[0], 4)
