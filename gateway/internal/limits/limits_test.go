@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const holderTTL = 1500 * time.Millisecond
+const holderTTL = 2500 * time.Millisecond
 
 func holdLease(addr string) {
 	ctx := context.Background()

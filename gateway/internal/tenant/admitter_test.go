@@ -263,7 +263,8 @@ func TestTokenLimit(t *testing.T) {
 
 func TestConcurrencyLeases(t *testing.T) {
 	srv := redistest.Start(t)
-	opt := tenant.Options{LeaseTTL: 600 * time.Millisecond, LeaseRefresh: 100 * time.Millisecond}
+	// The TTL leaves room for refreshes delayed by a loaded CI machine.
+	opt := tenant.Options{LeaseTTL: 2 * time.Second, LeaseRefresh: 200 * time.Millisecond}
 	a, b := newGateway(t, srv, opt), newGateway(t, srv, opt)
 	key := addTenant(t, a.store, tenant.Tenant{Name: "acme", MaxConcurrent: 1})
 	ctx := context.Background()
@@ -271,7 +272,7 @@ func TestConcurrencyLeases(t *testing.T) {
 	held, e := admit(a, key, "llava-tiny", nil, "")
 	require.Nil(t, e)
 	// Longer than the TTL: only the grant's refreshes keep the slot taken.
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(3 * time.Second)
 	_, e = admit(b, key, "llava-tiny", nil, "")
 	require.NotNil(t, e)
 	require.Equal(t, http.StatusTooManyRequests, e.Status)
