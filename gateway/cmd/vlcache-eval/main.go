@@ -38,7 +38,7 @@ type options struct {
 	budgetMode                             string
 	maxTokens                              int
 	runner, runnerArgs, runnerMode         string
-	batchSize                              int
+	batchSize, runnerProcs                 int
 	flushDelay                             time.Duration
 	gateway, apiKey, servedModel           string
 	inflight, sampleWorkers                int
@@ -46,7 +46,7 @@ type options struct {
 	plotSample, plotPolicies               string
 	plotRatio                              float64
 	progress                               time.Duration
-	noPlots, checkReference                bool
+	noPlots, checkReference, dedupeFull    bool
 	policyHeader                           string
 }
 
@@ -69,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.runnerArgs, "runner-args", "", "extra arguments for the runner, space-separated")
 	fs.StringVar(&o.runnerMode, "runner-mode", "batch", "batch: one runner process per batch of requests (the runner reads its whole input first); stream: one long-lived runner fed line by line")
 	fs.IntVar(&o.batchSize, "batch-size", 160, "requests per runner process in batch mode")
+	fs.IntVar(&o.runnerProcs, "runner-procs", 1, "batch mode: runner processes at once (give each fewer threads with -runner-args \"--threads N\")")
 	fs.DurationVar(&o.flushDelay, "flush-delay", 200*time.Millisecond, "batch mode: a partial batch goes after this long without a new request")
 	fs.StringVar(&o.gateway, "gateway", "", "base URL of a running gateway's OpenAI API (e.g. http://127.0.0.1:8080/v1); empty: the engine runner")
 	fs.StringVar(&o.apiKey, "api-key", os.Getenv("VLCACHE_API_KEY"), "API key for the gateway (default $VLCACHE_API_KEY)")
@@ -81,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.plotRatio, "plot-ratio", 0.1, "keep ratio of the per-sample plots")
 	fs.DurationVar(&o.progress, "progress", 5*time.Second, "progress line interval on stderr (0: off)")
 	fs.BoolVar(&o.noPlots, "no-plots", false, "skip the plots")
+	fs.BoolVar(&o.dedupeFull, "dedupe-full", true, "run policy full (ratio-independent) once per sample and protocol and report it at every ratio")
 	fs.BoolVar(&o.checkReference, "check-reference", false, "fail unless policy full at keep ratio 1 matches every reference prediction")
 	fs.StringVar(&o.policyHeader, "policy-header", "backend/src/kvcache/policy.h", "engine header whose named policy constants are printed with the results (skipped when absent)")
 	if err := fs.Parse(args); err != nil {
@@ -133,7 +135,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.inflight == 0 {
 		o.inflight = 8
 		if o.gateway == "" && o.runnerMode == "batch" {
-			o.inflight = o.batchSize
+			o.inflight = o.batchSize * max(1, o.runnerProcs)
 		}
 	}
 	if o.sampleWorkers == 0 {
@@ -144,6 +146,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Protocols: splitList(strings.ToUpper(o.protocols)), Policies: splitList(o.policies), KeepRatios: ratios,
 		BudgetMode: o.budgetMode, MaxTokens: o.maxTokens, Inflight: o.inflight, SampleWorkers: o.sampleWorkers,
 		PlotPolicies: splitList(o.plotPolicies), PlotRatio: plotRatio, Progress: stderr, ProgressTick: o.progress,
+		DedupeFull: o.dedupeFull,
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -215,7 +218,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		var killer interface{ Kill() }
 		switch o.runnerMode {
 		case "batch":
-			bb, err := eval.NewBatchEngine(model, o.runner, o.model, strings.Fields(o.runnerArgs), o.batchSize, o.flushDelay, stderr)
+			bb, err := eval.NewBatchEngine(model, o.runner, o.model, strings.Fields(o.runnerArgs), o.batchSize, o.runnerProcs, o.flushDelay, stderr)
 			if err != nil {
 				return err
 			}

@@ -35,7 +35,7 @@ type BatchEngineBackend struct {
 	queue   []*batchItem
 	timer   *time.Timer
 	closed  bool
-	running chan struct{} // one runner process at a time: the cores are shared anyway
+	running chan struct{} // runner processes at once
 	wg      sync.WaitGroup
 	batches atomic.Int64
 	procs   sync.Map // *exec.Cmd -> struct{}, for Kill
@@ -48,21 +48,22 @@ type batchItem struct {
 }
 
 // NewBatchEngine prepares the backend; no process runs until requests come.
-func NewBatchEngine(model *chat.Model, runner, modelDir string, args []string, batchSize int, flushDelay time.Duration, stderr io.Writer) (*BatchEngineBackend, error) {
+// procs runner processes may run at once (each with its own threads).
+func NewBatchEngine(model *chat.Model, runner, modelDir string, args []string, batchSize, procs int, flushDelay time.Duration, stderr io.Writer) (*BatchEngineBackend, error) {
 	if _, err := exec.LookPath(runner); err != nil {
 		return nil, fmt.Errorf("engine runner %s: %w (build it with make build-cpp)", runner, err)
 	}
-	if batchSize < 1 {
-		return nil, errors.New("batch size must be at least 1")
+	if batchSize < 1 || procs < 1 {
+		return nil, errors.New("batch size and runner processes must be at least 1")
 	}
 	return &BatchEngineBackend{model: model, runner: runner, args: append([]string{"--jsonl", "--model", modelDir}, args...),
-		stderr: stderr, batchSize: batchSize, flushDelay: flushDelay, running: make(chan struct{}, 1)}, nil
+		stderr: stderr, batchSize: batchSize, flushDelay: flushDelay, running: make(chan struct{}, procs)}, nil
 }
 
 // Describe names the runner, its arguments and the batching.
 func (b *BatchEngineBackend) Describe() string {
-	return fmt.Sprintf("engine runner: %s %s (batches of up to %d requests, one process per batch)",
-		b.runner, strings.Join(b.args, " "), b.batchSize)
+	return fmt.Sprintf("engine runner: %s %s (batches of up to %d requests, one process per batch, %d at once)",
+		b.runner, strings.Join(b.args, " "), b.batchSize, cap(b.running))
 }
 
 // Batches is how many runner processes have been started.

@@ -141,7 +141,7 @@ func startFake(t *testing.T) (*EngineBackend, *chat.Model) {
 func TestEngineRunEndToEnd(t *testing.T) {
 	t.Run("stream", func(t *testing.T) {
 		eb, model := startFake(t)
-		testRunEndToEnd(t, eb, model)
+		testRunEndToEnd(t, eb, model, false)
 	})
 	t.Run("batch", func(t *testing.T) {
 		model, err := chat.Load(fixtureModel)
@@ -149,22 +149,22 @@ func TestEngineRunEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Setenv(fakeRunnerEnv, "1")
-		bb, err := NewBatchEngine(model, os.Args[0], fixtureModel, nil, 7, 20*time.Millisecond, os.Stderr)
+		bb, err := NewBatchEngine(model, os.Args[0], fixtureModel, nil, 7, 2, 20*time.Millisecond, os.Stderr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		testRunEndToEnd(t, bb, model)
+		testRunEndToEnd(t, bb, model, true)
 		if err := bb.Close(); err != nil {
 			t.Fatal(err)
 		}
-		// 108 requests in batches of at most 7.
-		if n := bb.Batches(); n < 108/7 {
-			t.Fatalf("%d runner processes for 108 requests in batches of 7", n)
+		// 108 predictions, 18 of them copies of "full": 90 requests in batches of at most 7.
+		if n := bb.Batches(); n < 90/7 {
+			t.Fatalf("%d runner processes for 90 requests in batches of 7", n)
 		}
 	})
 }
 
-func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model) {
+func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model, dedupe bool) {
 	samples := loadFixture(t)[:6]
 	scenes, err := ReadScenes(filepath.Join(fixtureEval(t), "scenes.jsonl"))
 	if err != nil {
@@ -176,7 +176,8 @@ func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model) {
 		t.Fatal(err)
 	}
 	cfg := Config{Protocols: []string{"P1", "P2", "P3"}, Policies: []string{"full", "vlcache", "bogus"}, KeepRatios: []float64{1, 0.1},
-		MaxTokens: 5, Inflight: 4, SampleWorkers: 2, Processor: proc, PlotSample: "0", PlotPolicies: []string{"vlcache"}, PlotRatio: 0.1}
+		MaxTokens: 5, Inflight: 4, SampleWorkers: 2, Processor: proc, PlotSample: "0", PlotPolicies: []string{"vlcache"}, PlotRatio: 0.1,
+		DedupeFull: dedupe}
 	res, err := Run(context.Background(), eb, model, samples, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -200,6 +201,13 @@ func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model) {
 		}
 	}
 	for _, s := range samples {
+		if dedupe {
+			// "full" at 0.1 is a copy of "full" at 1 (the fake answers "x" below 1 when asked).
+			c := byID[requestID(s.ID, "P1", "full", 0.1)+"-copy"]
+			if c == nil || c.Prediction != ref[s.ID] || byID[requestID(s.ID, "P1", "full", 0.1)] != nil {
+				t.Fatalf("sample %s: full at 0.1 was not copied from full at 1: %+v", s.ID, c)
+			}
+		}
 		p3 := byID[requestID(s.ID, "P3", "vlcache", 0.1)]
 		p1 := byID[requestID(s.ID, "P1", "vlcache", 0.1)]
 		if p3 == nil || p1 == nil || p3.FirstAnswer != p1.Prediction || p3.Question != s.FollowUp.Question {
@@ -300,7 +308,7 @@ func TestBatchRunnerFailureFailsRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bb, err := NewBatchEngine(model, "false", fixtureModel, nil, 2, 10*time.Millisecond, io.Discard)
+	bb, err := NewBatchEngine(model, "false", fixtureModel, nil, 2, 1, 10*time.Millisecond, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +320,7 @@ func TestBatchRunnerFailureFailsRequests(t *testing.T) {
 	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "without a result") {
 		t.Fatalf("a runner that exits must fail its batch promptly, got %v", err)
 	}
-	if _, err := NewBatchEngine(model, "/nonexistent/vlcache-run", fixtureModel, nil, 2, time.Millisecond, io.Discard); err == nil {
+	if _, err := NewBatchEngine(model, "/nonexistent/vlcache-run", fixtureModel, nil, 2, 1, time.Millisecond, io.Discard); err == nil {
 		t.Fatal("a missing runner must be refused up front")
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/vlcache/vlcache/gateway/internal/images"
 )
 
+// PolicyFull keeps the whole cache whatever the ratio.
+const PolicyFull = "full"
+
 // Protocols of docs/vlcache.md section 6.
 const (
 	ProtocolSingleTurn   = "P1" // images + question, compressed after the whole prompt
@@ -45,6 +48,9 @@ type Config struct {
 	PlotRatio    float64
 	Progress     io.Writer
 	ProgressTick time.Duration
+	// DedupeFull runs policy "full" (which keeps everything at any ratio)
+	// once per sample and protocol and reports that result at every ratio.
+	DedupeFull bool
 }
 
 // Prediction is one scored answer.
@@ -224,10 +230,18 @@ func Run(ctx context.Context, backend Backend, model *chat.Model, samples []*Sam
 	res := &Results{Config: cfg, Samples: len(samples)}
 	var p progress
 	perSample := 0
+	runs := len(cfg.Policies) * len(cfg.KeepRatios) // requests per protocol and sample
+	if cfg.DedupeFull && len(cfg.KeepRatios) > 1 {
+		for _, pol := range cfg.Policies {
+			if pol == PolicyFull {
+				runs -= len(cfg.KeepRatios) - 1
+			}
+		}
+	}
 	for _, proto := range cfg.Protocols {
-		perSample += len(cfg.Policies) * len(cfg.KeepRatios)
+		perSample += runs
 		if proto == ProtocolFollowUp && !cfg.has(ProtocolSingleTurn) {
-			perSample += len(cfg.Policies) * len(cfg.KeepRatios) // turn 1 is run on its own
+			perSample += runs // turn 1 is run on its own
 		}
 	}
 	for _, s := range samples {
@@ -366,17 +380,32 @@ func runSample(ctx context.Context, backend Backend, model *chat.Model, s *Sampl
 	if cfg.has(ProtocolFollowUp) && s.FollowUp == nil {
 		// No follow-up question: its P3 requests are not run (counted in the total).
 		n := int64(len(cfg.Policies) * len(cfg.KeepRatios))
+		if cfg.DedupeFull {
+			n = 0
+			for _, pol := range cfg.Policies {
+				if pol == PolicyFull {
+					n++
+				} else {
+					n += int64(len(cfg.KeepRatios))
+				}
+			}
+		}
 		if !cfg.has(ProtocolSingleTurn) {
 			n *= 2
 		}
 		p.total.Add(-n)
 	}
+	// With DedupeFull, "full" runs at the first ratio only; copies follow.
+	skip := func(j job) bool { return cfg.DedupeFull && j.policy == PolicyFull && j.ratio != cfg.KeepRatios[0] }
 	var mu sync.Mutex
 	var preds []*Prediction
 	firstAnswers := map[string]string{}
 	runJobs := func(jobs []job) {
 		var wg sync.WaitGroup
 		for _, j := range jobs {
+			if skip(j) {
+				continue
+			}
 			wg.Add(1)
 			go func(j job) {
 				defer wg.Done()
@@ -393,11 +422,23 @@ func runSample(ctx context.Context, backend Backend, model *chat.Model, s *Sampl
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				if j.protocol == ProtocolSingleTurn {
-					firstAnswers[fmt.Sprintf("%s-%g", j.policy, j.ratio)] = strings.TrimSpace(pred.Prediction)
-				}
-				if j.record {
-					preds = append(preds, pred)
+				// The same result stands for every ratio a skipped "full" job had.
+				for _, r := range cfg.KeepRatios {
+					if r != j.ratio && !(skip(job{j.protocol, j.policy, r, j.record}) && j.ratio == cfg.KeepRatios[0]) {
+						continue
+					}
+					pr := pred
+					if r != j.ratio {
+						cp := *pred
+						cp.KeepRatio, cp.RequestID = r, requestID(s.ID, j.protocol, j.policy, r)+"-copy"
+						pr = &cp
+					}
+					if j.protocol == ProtocolSingleTurn {
+						firstAnswers[fmt.Sprintf("%s-%g", j.policy, r)] = strings.TrimSpace(pr.Prediction)
+					}
+					if j.record {
+						preds = append(preds, pr)
+					}
 				}
 				if plot != nil && stats != nil && j.record {
 					plot.Details = append(plot.Details, Detail{Protocol: j.protocol, Policy: j.policy, KeepRatio: j.ratio, Stats: stats})

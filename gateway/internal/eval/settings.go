@@ -67,6 +67,9 @@ func BaseSettings(cfg Config, backend, data string, samples, followUps int) []Se
 		Setting{"metrics", fmt.Sprintf("exact_match: stripped strings equal; anls: 1 - normalised Levenshtein (lower-cased), 0 at or above %g, best over answers; relaxed_accuracy: numbers within %g relative error (trailing %% = percent), other answers case-insensitively equal", ANLSThreshold, RelaxedTolerance)},
 		Setting{"failed requests", "scored 0 and counted in the tables"},
 	)
+	if cfg.DedupeFull {
+		s = append(s, Setting{"policy full", fmt.Sprintf("keeps the whole cache at any ratio: run once per sample and protocol (at keep ratio %s), that result reported at every ratio", formatRatio(cfg.KeepRatios[0]))})
+	}
 	return s
 }
 
