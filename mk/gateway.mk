@@ -38,7 +38,8 @@ gateway-oracle: deps-gateway
 	python3 gateway/internal/tokenizer/testdata/gen_oracle.py gateway/internal/tokenizer/testdata/oracle.json \
 	  fixture=testdata/tiny-llava-random/tokenizer.json \
 	  qwen3=.deps/tokenizers/qwen3/tokenizer.json \
-	  llama2=.deps/tokenizers/llama2/tokenizer.json
+	  llama2=.deps/tokenizers/llama2/tokenizer.json \
+	  llama2_metaspace=.deps/tokenizers/llama2/tokenizer.json
 
 # Regenerates the Triton gRPC client from gateway/internal/triton/proto with
 # pinned generators (installed into .deps/bin); the output is committed.

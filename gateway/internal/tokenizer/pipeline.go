@@ -398,7 +398,7 @@ func (t *Tokenizer) parseDecoder(raw json.RawMessage) error {
 		}
 		t.decodeMetaspace = rep[0]
 		if s.PrependScheme != "never" && (s.PrependScheme != "" || s.AddPrefix) {
-			t.stripLeading = 1
+			t.metaspaceDropFirst = true
 		}
 		return nil
 	}

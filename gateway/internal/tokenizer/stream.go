@@ -13,7 +13,8 @@ type StreamDecoder struct {
 	t           *Tokenizer
 	skipSpecial bool
 	pending     []byte
-	toStrip     int // leading spaces still to strip from the start of the text
+	toStrip     int  // leading spaces still to strip from the start of the text
+	started     bool // a token has been decoded
 }
 
 func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
@@ -25,7 +26,15 @@ func (d *StreamDecoder) Add(ids []int) string {
 		if d.skipSpecial && d.t.IsSpecial(id) {
 			continue
 		}
+		if !d.started && d.t.metaspaceDropFirst && id >= 0 && id < len(d.t.idToToken) {
+			if _, added := d.t.addedByID[id]; !added && !isByteToken(d.t.idToToken[id]) {
+				d.pending = append(d.pending, strings.ReplaceAll(d.t.idToToken[id], string(d.t.decodeMetaspace), "")...)
+				d.started = true
+				continue
+			}
+		}
 		d.pending = d.t.tokenBytes(d.pending, id)
+		d.started = true
 	}
 	for d.toStrip > 0 && len(d.pending) > 0 {
 		if d.pending[0] != ' ' {
@@ -134,3 +143,5 @@ func lossyString(b []byte) string {
 	}
 	return sb.String()
 }
+
+func isByteToken(s string) bool { return len(s) == 6 && strings.HasPrefix(s, "<0x") && s[5] == '>' }

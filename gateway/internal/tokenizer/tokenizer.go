@@ -38,6 +38,9 @@ type Tokenizer struct {
 	// decoding
 	decodeMetaspace rune // replaced by a space on decode (0: none)
 	stripLeading    int  // leading spaces removed from the start of decoded text
+	// The Metaspace decoder drops every replacement character of the first
+	// token instead of turning it into a space.
+	metaspaceDropFirst bool
 
 	BOS, EOS     string // from tokenizer_config.json, "" when unset
 	BOSID, EOSID int    // -1 when unset

@@ -30,12 +30,29 @@ TEXTS = [
 ]
 
 
+# Newer Mistral/Llama files express SentencePiece's space handling with a
+# Metaspace pre-tokenizer and decoder instead of normalizers; the same edit is
+# made in the Go test (metaspaceVariant) so both sides load the same file.
+def metaspace_variant(path):
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg["normalizer"] = None
+    cfg["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    cfg["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False},
+        {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    return Tokenizer.from_str(json.dumps(cfg))
+
+
 def main():
     specs = [arg.split("=", 1) for arg in sys.argv[2:]]
     out = {}
     rng = random.Random(1234)
     for name, path in specs:
-        tok = Tokenizer.from_file(path)
+        if name.endswith("_metaspace"):
+            tok = metaspace_variant(path)
+        else:
+            tok = Tokenizer.from_file(path)
         cases = []
         for text in TEXTS:
             ids = tok.encode(text, add_special_tokens=True).ids
