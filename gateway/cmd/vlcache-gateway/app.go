@@ -65,6 +65,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		Default: admission.KVSetting{KeepRatio: cfg.DefaultKeepRatio, Policy: cfg.DefaultPolicy}, Policies: cfg.Policies}
 	var extraReady func(context.Context) error
 	if tenants.Enabled() {
+		tenants.DefaultPolicy = cfg.DefaultPolicy
 		svc, err := tenant.Open(ctx, tenants, cfg.Policies, log)
 		if err != nil {
 			return fmt.Errorf("failed to open the tenant store: %w", err)

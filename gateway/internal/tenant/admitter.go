@@ -26,6 +26,9 @@ type Options struct {
 	// Policies are the KV cache policy names the backend knows; a request
 	// naming another is refused with 400.
 	Policies []string
+	// DefaultPolicy is used for tenants without a default_policy; empty leaves
+	// the choice to the model's own default.
+	DefaultPolicy string
 	// LeaseTTL is how long a concurrency slot outlives its last refresh: the
 	// time a dead gateway's streams keep counting. Default 30s.
 	LeaseTTL time.Duration
@@ -181,6 +184,9 @@ func (a *Admitter) resolveKV(t *Tenant, req admission.Request) (admission.KVSett
 			Code: "invalid_kv_cache_ratio", Param: "kv_cache.keep_ratio", Message: fmt.Sprintf("keep ratio %v is outside (0, 1]", *r)}
 	}
 	kv := admission.KVSetting{KeepRatio: t.Clamp(req.Requested.KeepRatio), Policy: t.DefaultPolicy}
+	if kv.Policy == "" {
+		kv.Policy = a.opt.DefaultPolicy
+	}
 	if p := req.Requested.Policy; p != "" {
 		if len(a.opt.Policies) > 0 && !slices.Contains(a.opt.Policies, p) {
 			return kv, &admission.Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_kv_cache_policy",

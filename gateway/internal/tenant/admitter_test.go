@@ -138,6 +138,19 @@ func TestRatioClamping(t *testing.T) {
 	}
 }
 
+func TestServerDefaultPolicy(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGateway(t, srv, tenant.Options{DefaultPolicy: "snapkv"})
+	plain := addTenant(t, g.store, tenant.Tenant{Name: "plain"})
+	own := addTenant(t, g.store, tenant.Tenant{Name: "own", DefaultPolicy: "h2o"})
+	for key, want := range map[string]string{plain: "snapkv", own: "h2o"} {
+		gr, e := admit(g, key, "llava-tiny", nil, "")
+		require.Nil(t, e)
+		require.Equal(t, want, gr.KV().Policy, "the tenant's default, else the gateway's")
+		gr.Finish(context.Background(), admission.Usage{Status: 200})
+	}
+}
+
 func TestTenantsAreIsolated(t *testing.T) {
 	srv := redistest.Start(t)
 	g := newGateway(t, srv, tenant.Options{})

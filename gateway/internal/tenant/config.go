@@ -28,6 +28,9 @@ type Config struct {
 	UsageRetention        time.Duration
 	UnavailableRetryAfter time.Duration
 	StoreTimeout          time.Duration
+	// DefaultPolicy applies to tenants that name no default policy (the
+	// gateway's -default-policy); not a flag of its own.
+	DefaultPolicy string
 }
 
 // Enabled reports whether tenants are configured at all.
@@ -72,7 +75,7 @@ func Open(ctx context.Context, cfg Config, policies []string, log *slog.Logger) 
 	if log == nil {
 		log = slog.Default()
 	}
-	opt := Options{Policies: policies, LeaseTTL: cfg.LeaseTTL, UnavailableRetryAfter: cfg.UnavailableRetryAfter,
+	opt := Options{Policies: policies, DefaultPolicy: cfg.DefaultPolicy, LeaseTTL: cfg.LeaseTTL, UnavailableRetryAfter: cfg.UnavailableRetryAfter,
 		StoreTimeout: cfg.StoreTimeout, KeyPrefix: cfg.RedisPrefix, Log: log}
 	switch {
 	case cfg.RedisURL != "":
