@@ -1,6 +1,8 @@
 # Go gateway: OpenAI-compatible API in front of tritonserver.
 GO ?= go
-GATEWAY_PKGS := ./gateway/...
+# The gateway's own packages (tenants and eval test theirs in mk/tenants.mk, mk/eval.mk).
+GATEWAY_PKGS := ./gateway/cmd/vlcache-gateway/... ./gateway/e2e/... \
+  $(addprefix ./gateway/internal/,openai/... server/... triton/... tokenizer/... chat/... images/... config/... admission/...)
 GATEWAY_FUZZTIME ?= 3s
 
 .PHONY: deps-gateway build-gateway test-gateway test-gateway-fuzz gateway-oracle test-gateway-e2e run
