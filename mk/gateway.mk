@@ -15,7 +15,7 @@ deps-gateway:
 	$(GO) mod download
 
 build-gateway:
-	$(GO) build -o gateway/bin/ ./gateway/cmd/...
+	$(GO) build -o gateway/bin/ ./gateway/cmd/vlcache-gateway
 
 # Unit tests, then each fuzz target briefly.
 test-gateway: deps-gateway
