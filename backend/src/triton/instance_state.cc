@@ -1,5 +1,6 @@
 #include "triton/instance_state.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 

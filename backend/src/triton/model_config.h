@@ -16,8 +16,9 @@ struct ModelParameters {
   // Whether the checkpoint parameter was relative (resolved against the model
   // directory); kept for the log line at load.
   std::string checkpoint_parameter;
-  // How long the serving thread sleeps when the engine has nothing to do. It
-  // bounds how late a cancellation or a new request is noticed while idle.
+  // How long the serving thread sleeps between cancellation polls when
+  // sequences are live but the engine had nothing to do (e.g. all waiting for
+  // pool space). With no live sequence it sleeps until a request arrives.
   int idle_wait_us = 2000;
   // At unload, how long live sequences may take to finish after being cancelled.
   int shutdown_drain_ms = 10000;

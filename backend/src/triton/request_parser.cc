@@ -3,6 +3,12 @@
 #include <cmath>
 #include <cstring>
 
+#define PARSE_RETURN_IF_ERROR(expr)    \
+  do {                                 \
+    ::vlcache::Status _status = (expr); \
+    if (!_status.ok()) return _status;  \
+  } while (0)
+
 namespace vlcache {
 namespace triton {
 namespace {
@@ -93,12 +99,6 @@ bool Contains(const std::vector<std::string>& items, const std::string& item) {
   }
   return false;
 }
-
-#define PARSE_RETURN_IF_ERROR(expr)   \
-  do {                                \
-    Status _status = (expr);          \
-    if (!_status.ok()) return _status; \
-  } while (0)
 
 }  // namespace
 

@@ -99,8 +99,15 @@ void ServingLoop::ServeLoop() {
     sink_->OnMetrics(engine_->Metrics());
     if (!worked) {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_cv_.wait_for(lock, std::chrono::microseconds(options_.idle_wait_us),
-                        [this] { return wake_ || stopping_; });
+      const auto woken = [this] { return wake_ || stopping_; };
+      if (live_.empty()) {
+        // Nothing to poll: sleep until Submit or Stop, so an idle instance costs no CPU.
+        wake_cv_.wait(lock, woken);
+      } else {
+        // Live but idle sequences (e.g. waiting for pool space) still need
+        // their cancellation polled.
+        wake_cv_.wait_for(lock, std::chrono::microseconds(options_.idle_wait_us), woken);
+      }
       wake_ = false;
     }
   }

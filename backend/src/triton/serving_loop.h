@@ -36,7 +36,7 @@ class ResponseSink {
 };
 
 struct ServingLoopOptions {
-  int idle_wait_us = 2000;        // sleep when the engine has nothing to do
+  int idle_wait_us = 2000;        // poll interval while live sequences wait
   int shutdown_drain_ms = 10000;  // at Stop, how long cancelled sequences may take
 };
 
