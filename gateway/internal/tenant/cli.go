@@ -99,7 +99,7 @@ type settingFlags struct {
 func (s *settingFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.models, "models", "", `comma-separated model names the tenant may call, or "*" for all (required on create)`)
 	fs.StringVar(&s.policies, "policies", "", "comma-separated KV cache policies the tenant may ask for (empty: all)")
-	fs.StringVar(&s.defaultPolicy, "default-policy", "", "KV cache policy when a request names none (empty: the model's default)")
+	fs.StringVar(&s.defaultPolicy, "default-policy", "", "KV cache policy when a request names none (empty: the gateway's -default-policy)")
 	fs.Float64Var(&s.ratio, "keep-ratio", 1, "default keep ratio (fraction of the prompt's KV cache kept)")
 	fs.Float64Var(&s.minRatio, "min-keep-ratio", 0.05, "smallest keep ratio a request may ask for")
 	fs.Float64Var(&s.maxRatio, "max-keep-ratio", 1, "largest keep ratio a request may ask for")
