@@ -7,7 +7,11 @@
 #include <cmath>
 #include <functional>
 #include <fstream>
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
@@ -398,6 +402,72 @@ TEST_F(EngineTest, SeededSamplingIsReproducible) {
   GenerationRequest greedy = Request(p, "vlcache", 0.5f, 16);
   EXPECT_NE(RunOne(e.get(), greedy, 4).tokens, a);
   for (int32_t t : a) EXPECT_NE(t, e->Info().image_token_id);
+}
+
+// Submit and Cancel come from other threads while one thread runs Step.
+TEST_F(EngineTest, SubmitAndCancelFromOtherThreads) {
+  auto e = MakeEngine(kTrained);
+  std::mutex mu;
+  std::map<uint64_t, Result> results;
+  std::atomic<int> finished{0};
+  std::atomic<bool> stop{false};
+  std::thread serving([&] {
+    while (!stop.load()) {
+      if (!e->Step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  auto callbacks = [&](uint64_t id) {
+    SequenceCallbacks cb;
+    cb.on_tokens = [&, id](const std::vector<int32_t>& t) {
+      std::lock_guard<std::mutex> lock(mu);
+      results[id].tokens.insert(results[id].tokens.end(), t.begin(), t.end());
+    };
+    cb.on_finish = [&, id](FinishReason reason, const SequenceStats& stats, const std::string& error) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_FALSE(results[id].finished);
+        results[id].finished = true;
+        results[id].reason = reason;
+        results[id].stats = stats;
+        results[id].error = error;
+      }
+      ++finished;
+    };
+    return cb;
+  };
+  auto submitter = [&](uint64_t first) {
+    for (uint64_t id = first; id < first + 3; ++id) {
+      // Even ids ask for so many tokens that they are still running when cancelled.
+      const int max_tokens = id % 2 == 0 ? 3000 : 6;
+      const Status s = e->Submit(id, Request(*short_prompt_, "vlcache", 0.2f, max_tokens), callbacks(id));
+      EXPECT_TRUE(s.ok()) << s.message;
+      if (id % 2 == 0) e->Cancel(id);
+    }
+  };
+  std::thread a(submitter, 10), b(submitter, 20);
+  a.join();
+  b.join();
+  for (int i = 0; i < 60000 && finished.load() < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  serving.join();
+  ASSERT_EQ(finished.load(), 6);
+  std::vector<int32_t> reference;
+  for (auto& [id, r] : results) {
+    if (id % 2 == 0) {
+      EXPECT_EQ(r.reason, FinishReason::kCancelled) << id;
+      EXPECT_LT(r.tokens.size(), 3000u);
+    } else {
+      EXPECT_EQ(r.reason, FinishReason::kLength) << id << " " << r.error;
+      EXPECT_EQ(r.tokens.size(), 6u);
+      if (reference.empty()) reference = r.tokens;
+      EXPECT_EQ(r.tokens, reference);
+    }
+  }
+  const EngineMetrics m = e->Metrics();
+  EXPECT_EQ(m.kv_pool_free_bytes, m.kv_pool_capacity_bytes);
+  EXPECT_EQ(m.sequences_running + m.sequences_waiting, 0);
 }
 
 TEST_F(EngineTest, BadRequestsAreRefusedWithTheirReason) {
