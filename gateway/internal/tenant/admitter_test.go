@@ -420,3 +420,31 @@ func dumpRedis(t *testing.T, rdb *redis.Client) string {
 	require.NoError(t, iter.Err())
 	return sb.String()
 }
+
+// BenchmarkAdmitFinish measures what tenants add to a request on loopback
+// Redis: key lookup, limits, lease, prompt charge, and the Finish accounting.
+func BenchmarkAdmitFinish(b *testing.B) {
+	// fsync once a second, as a production Redis would, not on every write.
+	srv := redistest.Start(b, "--appendfsync", "everysec")
+	rdb := srv.Client()
+	store := tenant.NewRedisStore(rdb, "vlcache:")
+	adm := tenant.NewAdmitter(store, limits.NewRedis(rdb), usage.NewRedis(rdb, "vlcache:", time.Hour),
+		tenant.Options{Policies: policies, KeyPrefix: "vlcache:"})
+	key, err := tenant.NewKey()
+	require.NoError(b, err)
+	require.NoError(b, store.Create(context.Background(), &tenant.Tenant{Name: "bench", KeyHashes: []string{tenant.HashKey(key)},
+		Models: []string{"m"}, KeepRatio: tenant.Ratio{Default: 0.5, Min: 0.1, Max: 1},
+		RequestsPerMinute: 1 << 30, TokensPerMinute: 1 << 30, MaxConcurrent: 1 << 20}))
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		g, err := adm.Admit(ctx, admission.Request{APIKey: key, Model: "m"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.ChargePrompt(ctx, 100); err != nil {
+			b.Fatal(err)
+		}
+		g.Finish(ctx, admission.Usage{Status: 200, PromptTokens: 100, CompletionTokens: 10})
+	}
+}

@@ -28,22 +28,25 @@ const (
 // Server is one redis-server process. Its data survives Restart (append-only
 // file, fsync on every write), like a production Redis with persistence.
 type Server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	Port int
-	cmd  *exec.Cmd
-	done chan struct{}
+	t   testing.TB
+	bin string
+	// extra redis-server arguments after the defaults
+	extra []string
+	dir   string
+	Port  int
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
-// Start launches redis-server on the first free port of the range.
-func Start(t testing.TB) *Server {
+// Start launches redis-server on the first free port of the range; extra
+// arguments override the defaults (e.g. "--appendfsync", "everysec").
+func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is required for these tests (scripts/deps-apt.sh installs it): %v", err)
 	}
-	s := &Server{t: t, dir: t.TempDir(), bin: bin}
+	s := &Server{t: t, dir: t.TempDir(), bin: bin, extra: extra}
 	for port := FirstPort; port <= LastPort; port++ {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
@@ -78,6 +81,7 @@ func (s *Server) start() error {
 		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--logfile", filepath.Join(s.dir, "redis.log"), "--daemonize", "no")
+	cmd.Args = append(cmd.Args, s.extra...)
 	// Dies with the test process, even when a timeout kills it before cleanups run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
