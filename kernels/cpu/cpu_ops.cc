@@ -19,7 +19,7 @@ namespace {
 // Eight independent partial sums: the compiler may not reorder a float
 // reduction, but it vectorises independent lanes, and head_dim is a multiple of
 // 8 in every model we run.
-float Dot(const float* a, const float* b, int n) {
+inline float Dot(const float* a, const float* b, int n) {
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -28,6 +28,53 @@ float Dot(const float* a, const float* b, int n) {
   float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+// One query row of every head of a GQA group against the first `visible`
+// entries of one kv head: a single pass over the keys and one over the values,
+// so each cached entry is read once whatever the group size. Cloned for AVX2
+// when the CPU has it (chosen once at load time), plain x86-64 otherwise.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void AttendGroup(const PagedPool& pool, const PagedKvView& kv, const float* q, float* o,
+                 int visible, int group, float scale, float* s) {
+  const int d = pool.head_dim, bt = pool.block_tokens;
+  for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
+    const int n = std::min(bt, visible - j0);
+    const float* keys = pool.Key(kv.block_ids[b], 0);
+    for (int j = 0; j < n; ++j) {
+      const float* k = keys + static_cast<int64_t>(j) * d;
+      for (int g = 0; g < group; ++g) {
+        s[static_cast<int64_t>(g) * visible + j0 + j] = Dot(q + g * d, k, d) * scale;
+      }
+    }
+  }
+  for (int g = 0; g < group; ++g) {
+    float* sg = s + static_cast<int64_t>(g) * visible;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j < visible; ++j) mx = std::max(mx, sg[j]);
+    double sum = 0;
+    for (int j = 0; j < visible; ++j) {
+      sg[j] = std::exp(sg[j] - mx);
+      sum += sg[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int j = 0; j < visible; ++j) sg[j] *= inv;
+  }
+  std::fill(o, o + group * d, 0.f);
+  for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
+    const int n = std::min(bt, visible - j0);
+    const float* values = pool.Value(kv.block_ids[b], 0);
+    for (int j = 0; j < n; ++j) {
+      const float* v = values + static_cast<int64_t>(j) * d;
+      for (int g = 0; g < group; ++g) {
+        const float p = s[static_cast<int64_t>(g) * visible + j0 + j];
+        float* og = o + g * d;
+        for (int c = 0; c < d; ++c) og[c] += p * v[c];
+      }
+    }
+  }
 }
 
 class CpuOps final : public Ops {
@@ -229,55 +276,15 @@ class CpuOps final : public Ops {
       if (scores_[w].size() < need) scores_[w].resize(need);
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    const int bt = pool.block_tokens;
     workers_->Run(tasks, [&](int t, int worker) {
       const PagedAttentionItem& item = items[t / num_kv_heads];
       const int kvh = t % num_kv_heads;
       const PagedKvView& kv = item.kv[kvh];
       const int stride = num_heads * d;
-      // All query heads of the GQA group are served by one pass over the kv
-      // head's keys and one over its values: each cached entry is read once
-      // per row, whatever the group size.
-      float* s = scores_[worker].data();
       for (int r = 0; r < item.rows; ++r) {
-        const int visible = kv.length - item.rows + 1 + r;
-        const float* q = item.q + static_cast<int64_t>(r) * stride + kvh * group * d;
-        float* o = item.out + static_cast<int64_t>(r) * stride + kvh * group * d;
-        for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
-          const int n = std::min(bt, visible - j0);
-          const float* keys = pool.Key(kv.block_ids[b], 0);
-          for (int j = 0; j < n; ++j) {
-            const float* k = keys + static_cast<int64_t>(j) * d;
-            for (int g = 0; g < group; ++g) {
-              s[static_cast<int64_t>(g) * visible + j0 + j] = Dot(q + g * d, k, d) * scale;
-            }
-          }
-        }
-        for (int g = 0; g < group; ++g) {
-          float* sg = s + static_cast<int64_t>(g) * visible;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < visible; ++j) mx = std::max(mx, sg[j]);
-          double sum = 0;
-          for (int j = 0; j < visible; ++j) {
-            sg[j] = std::exp(sg[j] - mx);
-            sum += sg[j];
-          }
-          const float inv = static_cast<float>(1.0 / sum);
-          for (int j = 0; j < visible; ++j) sg[j] *= inv;
-        }
-        std::fill(o, o + group * d, 0.f);
-        for (int j0 = 0, b = 0; j0 < visible; j0 += bt, ++b) {
-          const int n = std::min(bt, visible - j0);
-          const float* values = pool.Value(kv.block_ids[b], 0);
-          for (int j = 0; j < n; ++j) {
-            const float* v = values + static_cast<int64_t>(j) * d;
-            for (int g = 0; g < group; ++g) {
-              const float p = s[static_cast<int64_t>(g) * visible + j0 + j];
-              float* og = o + g * d;
-              for (int c = 0; c < d; ++c) og[c] += p * v[c];
-            }
-          }
-        }
+        AttendGroup(pool, kv, item.q + static_cast<int64_t>(r) * stride + kvh * group * d,
+                    item.out + static_cast<int64_t>(r) * stride + kvh * group * d,
+                    kv.length - item.rows + 1 + r, group, scale, scores_[worker].data());
       }
     });
   }
