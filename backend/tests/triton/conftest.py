@@ -1,7 +1,7 @@
 """One real tritonserver for the whole end-to-end suite, loading the backend
 built by CMake (VLCACHE_BUILD_DIR, default build/) and a model repository made
-of triton_models/ plus one test-only model whose KV pool is too small for the
-longest golden prompt."""
+of triton_models/ plus one test-only model whose KV pool is smaller than the
+context (tiny-llava-small-pool)."""
 
 import pathlib
 import re
@@ -12,7 +12,10 @@ from triton_e2e import REPO, load_golden, start_server
 
 # Loopback ports reserved for these tests (18000-18099 belong to the Triton tests).
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 18010, 18011, 18012
-SMALL_POOL_BYTES = 1 << 20  # 256 fp32 tokens of the tiny model: the 527-token prompt never fits
+# 12 MiB = 3072 tokens of the tiny model's fp32 KV cache (4 KiB a token), less than
+# its 4096-token context: a request within the context can still never fit, and
+# two 2,500-token sequences cannot run at once.
+SMALL_POOL_BYTES = 12 << 20
 
 
 def _small_pool_model(repo: pathlib.Path):

@@ -133,12 +133,60 @@ def test_cancelled_stream_frees_its_kv_blocks(server, golden_random):
 
     stream.close(cancel_requests=True)
 
+    # The gauges move on the serving thread, the counter when the final
+    # response is sent: wait for both.
     freed = wait_for(lambda: (lambda p: p if p["running"] == 0 and p["free"] == p["capacity"]
+                              and p["cancelled"] == idle["cancelled"] + 1
                               else None)(_pool(server)), 60)
-    assert freed, f"KV blocks not returned after cancellation: {_pool(server)}"
-    assert freed["cancelled"] == idle["cancelled"] + 1  # the engine saw a cancel, not a finish
+    # Blocks back in the pool, and through a cancel (the counter), not a finish.
+    assert freed, f"KV blocks not returned after cancellation: {_pool(server)}, before {idle}"
     status, _ = server.http_get("/v2/health/ready")
     assert status == 200
+
+
+
+def test_cancelled_while_waiting_for_pool_space(server, golden_random):
+    """On the 12 MiB-pool model one 8-frame prompt + 2000 tokens holds most of
+    the pool, so a second one waits; cancelling the waiting one ends it without
+    touching the running one."""
+    prompt = golden_random["prompts"][2]
+    model = "tiny-llava-small-pool"
+    inputs = make_inputs(prompt["input_ids"], prompt["pixels"], max_tokens=2000, policy="full")
+
+    def state():
+        samples = read_metrics(server.metrics_url)
+        return {
+            "running": metric(samples, "vlcache_sequences_running", model=model),
+            "waiting": metric(samples, "vlcache_sequences_waiting", model=model),
+            "free": metric(samples, "vlcache_kv_pool_free_bytes", model=model),
+            "capacity": metric(samples, "vlcache_kv_pool_capacity_bytes", model=model),
+            "cancelled": metric(samples, "vlcache_sequences_finished_total", model=model,
+                                reason="cancelled"),
+        }
+
+    before = state()
+    running = Stream(server.grpc_url)
+    running.send(model, inputs, request_id="holds-the-pool")
+    first, error = running.next_response(timeout=120)
+    assert error is None, error
+    waiting = Stream(server.grpc_url)
+    waiting.send(model, inputs, request_id="waits")
+    queued = wait_for(lambda: (lambda s: s if s["waiting"] == 1 else None)(state()), 60)
+    assert queued and queued["running"] == 1, state()
+
+    waiting.close(cancel_requests=True)
+    after = wait_for(lambda: (lambda s: s if s["waiting"] == 0
+                              and s["cancelled"] == before["cancelled"] + 1 else None)(state()), 60)
+    assert after, f"{state()}, before {before}"
+    assert after["running"] == 1  # the running one goes on
+    # It is still streaming: more tokens arrive after the other was cancelled.
+    result, error = running.next_response(timeout=60)
+    assert error is None and len(result.as_numpy("output_ids")) == 1
+
+    running.close(cancel_requests=True)
+    idle = wait_for(lambda: (lambda s: s if s["running"] == 0 and s["free"] == s["capacity"]
+                             and s["cancelled"] == before["cancelled"] + 2 else None)(state()), 60)
+    assert idle, f"{state()}, before {before}"
 
 
 def test_bad_requests_get_errors_while_another_stream_completes(server, golden_random):
@@ -170,7 +218,7 @@ def test_bad_requests_get_errors_while_another_stream_completes(server, golden_r
         ("prompt longer than the context", "tiny-llava",
          make_inputs([1] + [5] * 5000, max_tokens=4), ["input_ids", "context"]),
         ("KV pool can never hold it", "tiny-llava-small-pool",
-         make_inputs(p2["input_ids"], p2["pixels"], policy="full"), ["pool"]),
+         make_inputs(p2["input_ids"], p2["pixels"], max_tokens=3000, policy="full"), ["pool"]),
     ]
     bad = Stream(server.grpc_url)
     for what, model, inputs, words in cases:
