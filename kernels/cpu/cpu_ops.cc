@@ -30,6 +30,21 @@ inline float Dot(const float* a, const float* b, int n) {
   return s;
 }
 
+void SoftmaxRow(float* x, int n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int i = 0; i < n; ++i) x[i] *= inv;
+}
+
+// Prefill tiles are split into this many row slices (see PrefillAttention).
+constexpr int kRowSlices = 4;
+
 // One query row of every head of a GQA group against the first `visible`
 // entries of one kv head: a single pass over the keys and one over the values,
 // so each cached entry is read once whatever the group size. Cloned for AVX2
@@ -201,17 +216,7 @@ class CpuOps final : public Ops {
     }
   }
 
-  void Softmax(float* x, int n) override {
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int i = 0; i < n; ++i) mx = std::max(mx, x[i]);
-    double sum = 0;
-    for (int i = 0; i < n; ++i) {
-      x[i] = std::exp(x[i] - mx);
-      sum += x[i];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int i = 0; i < n; ++i) x[i] *= inv;
-  }
+  void Softmax(float* x, int n) override { SoftmaxRow(x, n); }
 
   void PrefillAttention(const PrefillAttentionArgs& a) override {
     const int m = a.m, d = a.head_dim;
@@ -219,13 +224,19 @@ class CpuOps final : public Ops {
     const int q_stride = a.num_heads * d, kv_stride = a.num_kv_heads * d;
     const int chunk = std::max(1, a.chunk_rows);
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const bool want_scores = a.column_scores && a.score_rows_begin >= 0;
+    const bool want_sparsity = a.sparse_counts && a.sparsity_rows_begin >= 0;
     tile_.resize(static_cast<size_t>(chunk) * m);
+    // The rows of a tile are split into a FIXED number of slices, each with its
+    // own column sums, added up in slice order: the workers share the softmax
+    // work, and the scores do not depend on the thread count or on timing.
+    if (want_scores) col_parts_.resize(static_cast<size_t>(kRowSlices) * m);
     for (int h = 0; h < a.num_heads; ++h) {
       const int kvh = h / group;
       const float* kh = a.k + kvh * d;
       const float* vh = a.v + kvh * d;
-      float* col = a.column_scores ? a.column_scores + static_cast<int64_t>(kvh) * m : nullptr;
-      int64_t sparse = 0;
+      if (want_scores) std::fill(col_parts_.begin(), col_parts_.end(), 0.f);
+      int64_t sparse[kRowSlices] = {};
       for (int r0 = 0; r0 < m; r0 += chunk) {
         const int rows = std::min(chunk, m - r0);
         // Keys visible to this chunk: all of them, or up to its last row.
@@ -234,27 +245,41 @@ class CpuOps final : public Ops {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, d, scale,
                     a.q + static_cast<int64_t>(r0) * q_stride + h * d, q_stride, kh, kv_stride,
                     0.f, s, n);
-        for (int i = 0; i < rows; ++i) {
-          const int q = r0 + i;
-          float* row = s + static_cast<int64_t>(i) * n;
-          const int visible = a.causal ? q + 1 : n;
-          Softmax(row, visible);
-          std::fill(row + visible, row + n, 0.f);
-          if (col && a.score_rows_begin >= 0 && q >= a.score_rows_begin) {
-            for (int j = 0; j < visible; ++j) col[j] += row[j];
+        workers_->Run(kRowSlices, [&](int slice, int) {
+          float* col = want_scores ? col_parts_.data() + static_cast<int64_t>(slice) * m : nullptr;
+          for (int i = slice * rows / kRowSlices; i < (slice + 1) * rows / kRowSlices; ++i) {
+            const int q = r0 + i;
+            float* row = s + static_cast<int64_t>(i) * n;
+            const int visible = a.causal ? q + 1 : n;
+            SoftmaxRow(row, visible);
+            std::fill(row + visible, row + n, 0.f);
+            if (want_scores && q >= a.score_rows_begin) {
+              for (int j = 0; j < visible; ++j) col[j] += row[j];
+            }
+            if (want_sparsity && q >= a.sparsity_rows_begin) {
+              float mx = 0.f;
+              for (int j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
+              const float cut = static_cast<float>(a.sparsity_threshold * mx);
+              int64_t count = 0;
+              for (int j = 0; j < visible; ++j) count += row[j] < cut;
+              sparse[slice] += count;
+            }
           }
-          if (a.sparse_counts && a.sparsity_rows_begin >= 0 && q >= a.sparsity_rows_begin) {
-            float mx = 0.f;
-            for (int j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
-            const float cut = static_cast<float>(a.sparsity_threshold * mx);
-            for (int j = 0; j < visible; ++j) sparse += row[j] < cut;
-          }
-        }
+        });
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, d, n, 1.f, s, n, vh,
                     kv_stride, 0.f, a.out + static_cast<int64_t>(r0) * q_stride + h * d,
                     q_stride);
       }
-      if (a.sparse_counts) a.sparse_counts[h] += sparse;
+      if (want_scores) {
+        float* col = a.column_scores + static_cast<int64_t>(kvh) * m;
+        for (int slice = 0; slice < kRowSlices; ++slice) {
+          const float* part = col_parts_.data() + static_cast<int64_t>(slice) * m;
+          for (int j = 0; j < m; ++j) col[j] += part[j];
+        }
+      }
+      if (want_sparsity) {
+        for (int slice = 0; slice < kRowSlices; ++slice) a.sparse_counts[h] += sparse[slice];
+      }
     }
   }
 
@@ -293,6 +318,7 @@ class CpuOps final : public Ops {
   int threads_ = 1;
   std::unique_ptr<WorkerPool> workers_;
   std::vector<float> tile_;
+  std::vector<float> col_parts_;  // [kRowSlices][m] column sums of one head
   float rope_theta_ = 0.f;
   std::vector<float> inv_freq_, cos_t_, sin_t_;
   std::vector<std::vector<float>> scores_;

@@ -67,8 +67,39 @@ std::vector<float> ReferenceAttention(const std::vector<float>& q, const std::ve
   return out;
 }
 
-TEST(OpsTest, PrefillAttentionWithScoresAndSparsity) {
-  auto ops = CreateCpuOps({1});
+class PrefillAttentionTest : public ::testing::TestWithParam<int> {};
+
+// Any thread count gives the same numbers, bit for bit.
+TEST(OpsTest, PrefillScoresDoNotDependOnThreads) {
+  Dims s;
+  const auto q = Random((size_t)s.m * s.heads * s.d, 21);
+  const auto k = Random((size_t)s.m * s.kv_heads * s.d, 22);
+  const auto v = Random((size_t)s.m * s.kv_heads * s.d, 23);
+  std::vector<std::vector<float>> scores;
+  for (int threads : {1, 2, 3}) {
+    auto ops = CreateCpuOps({threads});
+    std::vector<float> out(q.size()), col((size_t)s.kv_heads * s.m, 0.f);
+    PrefillAttentionArgs a;
+    a.q = q.data();
+    a.k = k.data();
+    a.v = v.data();
+    a.out = out.data();
+    a.m = s.m;
+    a.num_heads = s.heads;
+    a.num_kv_heads = s.kv_heads;
+    a.head_dim = s.d;
+    a.chunk_rows = 6;
+    a.score_rows_begin = 3;
+    a.column_scores = col.data();
+    ops->PrefillAttention(a);
+    scores.push_back(col);
+  }
+  EXPECT_EQ(scores[0], scores[1]);
+  EXPECT_EQ(scores[0], scores[2]);
+}
+
+TEST_P(PrefillAttentionTest, WithScoresAndSparsity) {
+  auto ops = CreateCpuOps({GetParam()});
   Dims s;
   const auto q = Random((size_t)s.m * s.heads * s.d, 1);
   const auto k = Random((size_t)s.m * s.kv_heads * s.d, 2);
@@ -115,6 +146,8 @@ TEST(OpsTest, PrefillAttentionWithScoresAndSparsity) {
   for (float x : scores) total += x;
   EXPECT_NEAR(total, double(s.m - 20) * s.heads, 1e-3);
 }
+
+INSTANTIATE_TEST_SUITE_P(Threads, PrefillAttentionTest, ::testing::Values(1, 2));
 
 TEST(OpsTest, NonCausalAttention) {
   auto ops = CreateCpuOps({1});
