@@ -1,7 +1,6 @@
 """End to end: tritonclient's gRPC ModelStreamInfer -> a real tritonserver ->
 libtriton_vlcache.so -> the engine on the tiny checkpoints of testdata/."""
 
-import glob
 import json
 import os
 import subprocess
@@ -10,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from triton_e2e import REPO, Stream, generate, make_inputs, metric, read_metrics, wait_for
+from triton_e2e import (REPO, Stream, generate, make_inputs, metric, read_metrics,
+                        trace_timestamps, wait_for)
 
 EOS = 2
 GOLDEN_TOKENS = 16
@@ -100,6 +100,16 @@ def test_two_concurrent_streams_with_different_keep_ratios(server, golden_random
     kept = quarter.stats["kv_tokens_kept"] / quarter.stats["kv_tokens_full"]
     assert kept == pytest.approx(0.25, abs=0.02), kept
     assert all(0 < layer["budget"] < len(prompt["input_ids"]) for layer in quarter.stats["layers"])
+
+    # Continuous batching: the two sequences were in the engine at the same time
+    # (from Triton's traces: each one's prefill starts before the other's decode ends).
+    spans = []
+    for ratio in (1.0, 0.25):
+        stamps = wait_for(lambda: trace_timestamps(server.trace_dir, f"ratio-{ratio}"), 30, 0.2)
+        assert stamps, f"no trace for ratio-{ratio}"
+        at = {t["name"]: t["ns"] for t in stamps}
+        spans.append((at["VLCACHE_PREFILL_START"], at["VLCACHE_DECODE_END"]))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
 
 
 def _pool(server, model="tiny-llava"):
@@ -278,18 +288,7 @@ def test_engine_phases_are_triton_trace_activities(server, golden_random):
                    request_id="traced")
     assert got.error is None
 
-    def traced_activities():
-        for path in glob.glob(str(server.trace_dir / "trace.json*")):
-            try:
-                entries = json.load(open(path))
-            except ValueError:
-                continue  # being written
-            ids = {e["id"] for e in entries if e.get("request_id") == "traced"}
-            if ids:
-                return [t for e in entries if e["id"] in ids for t in e.get("timestamps", [])]
-        return None
-
-    timestamps = wait_for(traced_activities, 30, 0.2)
+    timestamps = wait_for(lambda: trace_timestamps(server.trace_dir, "traced"), 30, 0.2)
     assert timestamps, f"no trace for request 'traced' in {server.trace_dir}"
     names = [t["name"] for t in timestamps]
     phases = ["VLCACHE_QUEUE_START", "VLCACHE_PREFILL_START", "VLCACHE_PREFILL_END",

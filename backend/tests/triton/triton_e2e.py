@@ -147,6 +147,20 @@ def metric(samples, name, **labels):
     return sum(values) if values else None
 
 
+def trace_timestamps(trace_dir, request_id):
+    """Triton's trace (mode=triton, log-frequency 1) of one request: a list of
+    {"name", "ns"}; None until its file is written."""
+    for path in pathlib.Path(trace_dir).glob("trace.json*"):
+        try:
+            entries = json.loads(path.read_text())
+        except ValueError:
+            continue  # being written
+        ids = {e["id"] for e in entries if e.get("request_id") == request_id}
+        if ids:
+            return [t for e in entries if e["id"] in ids for t in e.get("timestamps", [])]
+    return None
+
+
 def wait_for(predicate, timeout, interval=0.1):
     """Polls predicate until it returns a truthy value; returns the last value."""
     deadline = time.monotonic() + timeout
