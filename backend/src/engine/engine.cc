@@ -1,6 +1,8 @@
 // The public pieces of engine.h that do not depend on the model family.
 #include "engine/engine.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "engine/llava_engine.h"
@@ -23,7 +25,10 @@ std::string SequenceStats::ToJson() const {
   j["image_tokens"] = image_tokens;
   j["completion_tokens"] = completion_tokens;
   j["policy"] = policy;
-  j["keep_ratio"] = keep_ratio;
+  // The float's shortest decimal form (0.1, not 0.10000000149011612).
+  char ratio[32];
+  std::snprintf(ratio, sizeof(ratio), "%.7g", keep_ratio);
+  j["keep_ratio"] = std::strtod(ratio, nullptr);
   j["budget_mode"] = budget_mode;
   j["kv_tokens_full"] = kv_tokens_full;
   j["kv_tokens_kept"] = kv_tokens_kept;

@@ -204,6 +204,7 @@ TEST_F(EngineTest, VlcacheAtTenPercentKeepsTenPercent) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["policy"], "vlcache");
+  EXPECT_EQ(j["keep_ratio"].get<double>(), 0.1);
   EXPECT_EQ(j["kv_tokens_kept"].get<int64_t>(), st.kv_tokens_kept);
   EXPECT_EQ(j["layers"].size(), static_cast<size_t>(L));
 }
