@@ -150,6 +150,11 @@ func (l *Redis) Acquire(ctx context.Context, key string, max int, ttl time.Durat
 	lease := Lease{Key: key, ID: newLeaseID()}
 	v, err := acquireScript.Run(ctx, l.rdb, []string{key}, max, ttl.Milliseconds(), lease.ID).Slice()
 	if err != nil {
+		// The script may have run even though its reply was lost; drop the lease
+		// if it exists rather than leave it counting until its deadline.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = l.rdb.ZRem(rctx, key, lease.ID).Err()
+		cancel()
 		return Lease{}, false, 0, fmt.Errorf("failed to acquire a lease on %s: %w", key, err)
 	}
 	if v[0].(int64) == 0 {

@@ -48,16 +48,25 @@ func Start(t testing.TB, extra ...string) *Server {
 	}
 	s := &Server{t: t, dir: t.TempDir(), bin: bin, extra: extra}
 	for port := FirstPort; port <= LastPort; port++ {
+		// The port stays ours across Stop/Restart: test binaries of other
+		// packages running at the same time skip it instead of taking it while
+		// our server is down (and then answering our clients).
+		lock, ok := lockPort(port)
+		if !ok {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
+			lock.Close()
 			continue
 		}
 		l.Close()
 		s.Port = port
 		if err := s.start(); err == nil {
-			t.Cleanup(s.Stop)
+			t.Cleanup(func() { s.Stop(); lock.Close() })
 			return s
 		}
+		lock.Close()
 	}
 	t.Fatalf("no free port for redis-server in %d-%d", FirstPort, LastPort)
 	return nil
@@ -147,4 +156,18 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.t.Fatalf("redis-server did not restart on %d: %v", s.Port, err)
+}
+
+// lockPort takes an exclusive, non-blocking lock on a per-port file; the
+// kernel drops it when the process exits, however it exits.
+func lockPort(port int) (*os.File, bool) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("vlcache-redistest-%d.lock", port)), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
 }
