@@ -18,7 +18,7 @@ TEST_TARGETS += test-tenants test-tenants-e2e
 deps-tenants:
 	scripts/deps-apt.sh
 	dpkg -s docker-compose >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -qq --no-install-recommends docker-compose; }
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose; }
 	$(GO) mod download
 
 # Fails (never skips) without redis-server: these tests exist to exercise it.
