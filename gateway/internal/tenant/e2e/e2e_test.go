@@ -39,6 +39,7 @@ const (
 	gatewayA      = 18220
 	gatewayB      = 18221
 	gatewayVictim = 18222
+	gatewayLeaver = 18223
 	modelName     = "tiny-llava-trained"
 	leaseTTL      = 3 * time.Second
 )
@@ -453,5 +454,49 @@ func TestE2E(t *testing.T) {
 			_, err := client(gatewayA, single).Chat.Completions.New(ctx, chatParams(image))
 			return err == nil
 		}, 5*leaseTTL, 250*time.Millisecond, "the lease lapses after --lease-ttl")
+	})
+
+	t.Run("client that goes away frees its slot at once", func(t *testing.T) {
+		solo := strings.TrimSpace(tenants(t, bin, redisSrv.URL(), "create", "solo", "--models", modelName, "--max-concurrent", "1"))
+		fetching, release := make(chan struct{}, 1), make(chan struct{})
+		hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case fetching <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}))
+		defer hang.Close()
+		defer close(release)
+		// A lease TTL of 5 minutes: a slot freed within the wait below was freed
+		// by the request ending, not by expiry.
+		startGateway(t, bin, gatewayLeaver, redisSrv.URL(), recv.Endpoint(),
+			"--image-allow-private", "--image-fetch-timeout", "5m", "--lease-ttl", "5m")
+		cctx, cancel := context.WithCancel(ctx)
+		gone := make(chan struct{})
+		go func() {
+			defer close(gone)
+			_, _ = client(gatewayLeaver, solo).Chat.Completions.New(cctx, chatParams(hang.URL+"/frame.png"))
+		}()
+		select {
+		case <-fetching:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the gateway never fetched the image")
+		}
+		rdb := redisSrv.Client()
+		held, err := rdb.ZCard(ctx, "vlcache:lease:solo").Result()
+		require.NoError(t, err)
+		require.EqualValues(t, 1, held, "the request holds the tenant's only slot")
+		cancel()
+		<-gone
+		require.Eventually(t, func() bool {
+			n, err := rdb.ZCard(ctx, "vlcache:lease:solo").Result()
+			return err == nil && n == 0
+		}, 30*time.Second, 100*time.Millisecond, "the gateway released the slot when its client went away")
+		_, err = client(gatewayLeaver, solo).Chat.Completions.New(ctx, chatParams(image))
+		require.NoError(t, err)
 	})
 }
