@@ -48,6 +48,7 @@ type options struct {
 	progress                               time.Duration
 	noPlots, checkReference, dedupeFull    bool
 	policyHeader                           string
+	from                                   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.noPlots, "no-plots", false, "skip the plots")
 	fs.BoolVar(&o.dedupeFull, "dedupe-full", true, "run policy full (ratio-independent) once per sample and protocol and report it at every ratio")
 	fs.BoolVar(&o.checkReference, "check-reference", false, "fail unless policy full at keep ratio 1 matches every reference prediction")
+	fs.StringVar(&o.from, "from", "", "draw the tables and plots of an earlier run's output directory again (no requests); writes to -out")
 	fs.StringVar(&o.policyHeader, "policy-header", "backend/src/kvcache/policy.h", "engine header whose named policy constants are printed with the results (skipped when absent)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -195,6 +197,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.PlotSample == "" {
 		cfg.PlotSample = samples[0].ID
 	}
+	if o.from != "" {
+		return redraw(o, cfg, samples, reference, stdout, stderr)
+	}
 
 	var model *chat.Model
 	var backend eval.Backend
@@ -302,5 +307,33 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("-check-reference: no full-policy predictions at keep ratio 1 to compare")
 		}
 	}
+	return nil
+}
+
+// redraw summarises and plots an earlier run again (after a fix to the
+// tables or plots, or for a run made on another machine).
+func redraw(o *options, cfg eval.Config, samples []*eval.Sample, reference map[string]string, stdout, stderr io.Writer) error {
+	res, settings, err := eval.LoadResults(o.from, samples)
+	if err != nil {
+		return err
+	}
+	cfg.Protocols, cfg.Policies, cfg.KeepRatios = res.Config.Protocols, res.Config.Policies, res.Config.KeepRatios
+	res.Config = cfg
+	if len(settings) > 0 && settings[len(settings)-1].Name != "redrawn from" {
+		settings = append(settings, eval.Setting{Name: "redrawn from", Value: o.from})
+	}
+	sum := eval.Summarize(res, settings, reference)
+	eval.WriteTable(stdout, cfg, sum)
+	if err := eval.WriteOutputs(o.out, res, sum); err != nil {
+		return err
+	}
+	if o.noPlots {
+		return nil
+	}
+	files, err := eval.WritePlots(o.out, res, sum)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "[eval] redrawn %s into %s: %s\n", o.from, o.out, strings.Join(files, " "))
 	return nil
 }

@@ -59,10 +59,10 @@ type Stats struct {
 }
 
 // LayerStats is one layer's budget (kept prompt tokens per KV head) and
-// measured sparsity (-1 when the policy did not measure it).
+// measured sparsity (null, or negative, when the policy did not measure it).
 type LayerStats struct {
-	Budget   int     `json:"budget"`
-	Sparsity float64 `json:"sparsity"`
+	Budget   int      `json:"budget"`
+	Sparsity *float64 `json:"sparsity"`
 }
 
 // Backend serves generation requests; Generate is safe for concurrent use.

@@ -99,7 +99,7 @@ func fakeRunner(args []string) int {
 				ids := append(tok.Encode(" "+answer, false), 2)
 				stats := map[string]any{"prompt_tokens": len(req.InputIDs), "policy": req.Policy, "keep_ratio": req.KeepRatio,
 					"kv_bytes_full": 1000, "kv_bytes_kept": int(1000 * req.KeepRatio), "kv_tokens_full": 16 * len(req.InputIDs),
-					"layers": []map[string]any{{"budget": 10, "sparsity": 0.2}, {"budget": 20, "sparsity": -1}, {"budget": 30, "sparsity": 0.5}, {"budget": 40, "sparsity": 0.1}}}
+					"layers": []map[string]any{{"budget": 10, "sparsity": 0.2}, {"budget": 20, "sparsity": nil}, {"budget": 30, "sparsity": 0.5}, {"budget": 40, "sparsity": 0.1}}}
 				if req.ReturnKeptPositions {
 					kept := make([][][]int, 4)
 					for l := range kept {
@@ -262,6 +262,15 @@ func testRunEndToEnd(t *testing.T, eb Backend, model *chat.Model, dedupe bool) {
 	defer f.Close()
 	if _, err := png.Decode(f); err != nil {
 		t.Fatalf("kept plot is not a PNG: %v", err)
+	}
+	back, settings, err := LoadResults(dir, samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Predictions) != len(res.Predictions) || strings.Join(back.Config.Policies, ",") != "full,vlcache,bogus" ||
+		strings.Join(back.Config.Protocols, ",") != "P1,P2,P3" || len(back.Config.KeepRatios) != 2 || back.Plot == nil ||
+		back.Plot.Sample != samples[0] || len(settings) != len(sum.Settings) {
+		t.Fatalf("results read back: %d predictions, config %+v", len(back.Predictions), back.Config)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "predictions.jsonl"))
 	if err != nil || strings.Count(string(b), "\n") != len(res.Predictions) {

@@ -139,8 +139,12 @@ func layerPanels(cfg Config, ps *PlotSample) ([][]*plot.Plot, error) {
 					b[l] = float64(ls.Budget) / prefix
 				}
 				sp[l] = math.NaN()
-				if ls.Sparsity >= 0 {
-					sp[l] = ls.Sparsity
+				if ls.Sparsity != nil && *ls.Sparsity >= 0 {
+					sp[l] = *ls.Sparsity
+				}
+				// Exactly 0 in every layer is how a policy that measures
+				// nothing can look in older outputs (null read as 0).
+				if ls.Sparsity != nil && *ls.Sparsity > 0 {
 					measured = true
 				}
 			}

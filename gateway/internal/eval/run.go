@@ -439,9 +439,9 @@ func runSample(ctx context.Context, backend Backend, model *chat.Model, s *Sampl
 					if j.record {
 						preds = append(preds, pr)
 					}
-				}
-				if plot != nil && stats != nil && j.record {
-					plot.Details = append(plot.Details, Detail{Protocol: j.protocol, Policy: j.policy, KeepRatio: j.ratio, Stats: stats})
+					if plot != nil && stats != nil && j.record {
+						plot.Details = append(plot.Details, Detail{Protocol: j.protocol, Policy: j.policy, KeepRatio: r, Stats: stats})
+					}
 				}
 			}(j)
 		}

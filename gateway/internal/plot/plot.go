@@ -216,6 +216,7 @@ func NewHeatMap(g *Grid) (*plot.Plot, error) {
 	}
 	if g.Annotate {
 		var xyl plotter.XYLabels
+		var dark []bool
 		for r, row := range g.Z {
 			for c, v := range row {
 				if math.IsNaN(v) {
@@ -223,6 +224,7 @@ func NewHeatMap(g *Grid) (*plot.Plot, error) {
 				}
 				xyl.XYs = append(xyl.XYs, plotter.XY{X: g.XStart + float64(c), Y: float64(rows - 1 - r)})
 				xyl.Labels = append(xyl.Labels, fmt.Sprintf(g.Format, v))
+				dark = append(dark, g.Max > g.Min && (v-g.Min)/(g.Max-g.Min) > 0.45)
 			}
 		}
 		if len(xyl.XYs) > 0 {
@@ -233,7 +235,11 @@ func NewHeatMap(g *Grid) (*plot.Plot, error) {
 			for i := range labels.TextStyle {
 				labels.TextStyle[i].XAlign = draw.XCenter
 				labels.TextStyle[i].YAlign = draw.YCenter
-				labels.TextStyle[i].Color = color.RGBA{B: 200, G: 120, A: 255}
+				// White on the dark end of the palette, black on the light end.
+				labels.TextStyle[i].Color = color.Black
+				if dark[i] {
+					labels.TextStyle[i].Color = color.White
+				}
 			}
 			p.Add(labels)
 		}
