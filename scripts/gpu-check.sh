@@ -69,11 +69,18 @@ done
 fail=0
 for p in "${pids[@]}"; do wait "$p" || fail=1; done
 if (( fail )); then echo "build failed, see $OUT/build.log" >&2; tail -40 "$OUT/build.log" >&2; exit 1; fi
+# The toolkit's own lib folders go into the binaries' rpath: the GPU machine's
+# loader need not know where libcublas lives.
+NVCC_DIR="$(dirname "$(command -v nvcc)")"
+RPATH=()
+for d in "$NVCC_DIR/../lib64" "$NVCC_DIR/../targets/x86_64-linux/lib" "$NVCC_DIR/../lib"; do
+  [[ -d "$d" ]] && RPATH+=(-Xlinker -rpath -Xlinker "$(cd "$d" && pwd)")
+done
 CUDA_OBJS=()
 for f in "$ROOT"/kernels/cuda/*.cu; do CUDA_OBJS+=("$BUILD/$(basename "$f").o"); done
 nvcc -o "$BUILD/vlcache-cuda-ops-check" "$BUILD/cuda_ops_check.cc.o" "${CUDA_OBJS[@]}" \
-     "$BUILD/cpu_ops.cc.o" "$BUILD/worker_pool.cc.o" "${BLAS_LIB[@]}" -lcublas -lpthread >>"$OUT/build.log" 2>&1
-nvcc -o "$BUILD/vlcache-cuda-bench" "$BUILD/cuda_bench.cu.o" "${CUDA_OBJS[@]}" -lcublas >>"$OUT/build.log" 2>&1
+     "$BUILD/cpu_ops.cc.o" "$BUILD/worker_pool.cc.o" "${BLAS_LIB[@]}" -lcublas -lpthread ${RPATH[@]+"${RPATH[@]}"} >>"$OUT/build.log" 2>&1
+nvcc -o "$BUILD/vlcache-cuda-bench" "$BUILD/cuda_bench.cu.o" "${CUDA_OBJS[@]}" -lcublas ${RPATH[@]+"${RPATH[@]}"} >>"$OUT/build.log" 2>&1
 echo "built" | tee -a "$OUT/build.log"
 
 status=0

@@ -206,6 +206,11 @@ class CudaOps final : public Ops {
                                std::to_string(cuda::kPagedMaxHeadDim) + " and group <= " +
                                std::to_string(cuda::kPagedMaxGroup) + " are supported");
     }
+    // The partition kernel keeps the group's query rows and scores in shared memory.
+    if (sizeof(float) * static_cast<size_t>(group) * (pool.head_dim + part) > 48 * 1024) {
+      throw std::runtime_error("CUDA PagedAttention: group * (head_dim + paged_partition_entries)"
+                               " floats exceed 48 KiB of shared memory; lower the partition");
+    }
     tasks_.clear();
     units_.clear();
     merges_.clear();
