@@ -2,7 +2,7 @@
 # Debian packages the build and the tests need. Idempotent.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev nlohmann-json3-dev libgtest-dev
-      redis-server protobuf-compiler libpng-dev)
+      redis-server protobuf-compiler libpng-dev libjpeg62-turbo-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

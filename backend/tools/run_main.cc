@@ -4,9 +4,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +18,7 @@
 
 #include "engine/engine.h"
 #include "flags.h"
+#include "image_file.h"
 #include "jsonl.h"
 
 namespace vlcache {
@@ -42,23 +43,22 @@ struct Options {
   bool kept_positions = false;
   std::string input_ids;
   std::vector<std::string> images;
+  std::string dump_logits;
   bool jsonl = false;
 };
 
-Status ReadImage(const std::string& path, const ModelInfo& info, Image* image) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::Error("--image: cannot open " + path);
-  image->rgb.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  image->height = info.image_height;
-  image->width = info.image_width;
-  const size_t want = static_cast<size_t>(info.image_height) * info.image_width * 3;
-  if (image->rgb.size() != want) {
-    return Status::Error("--image " + path + ": " + std::to_string(image->rgb.size()) +
-                         " bytes, the model takes raw " + std::to_string(info.image_height) +
-                         "x" + std::to_string(info.image_width) + "x3 = " +
-                         std::to_string(want));
+// Raw little-endian fp32, the layout numpy.fromfile(..., "<f4") reads.
+bool WriteFloats(const std::string& path, const std::vector<float>& values) {
+  static_assert(sizeof(float) == 4, "fp32");
+  std::vector<char> bytes(values.size() * 4);
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], 4);
+    for (int b = 0; b < 4; ++b) bytes[4 * i + b] = static_cast<char>((bits >> (8 * b)) & 0xFF);
   }
-  return Status::Ok();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return static_cast<bool>(out);
 }
 
 // Steps the engine until every accepted sequence has finished. A Step that
@@ -85,7 +85,7 @@ int RunOne(const Options& opt, Engine* engine) {
   request.input_ids.assign(ids.begin(), ids.end());
   for (const std::string& path : opt.images) {
     Image image;
-    s = ReadImage(path, engine->Info(), &image);
+    s = ReadImageFile(path, engine->Info().image_height, engine->Info().image_width, &image);
     if (!s.ok()) {
       std::cerr << "vlcache-run: " << s.message << "\n";
       return 2;
@@ -109,6 +109,14 @@ int RunOne(const Options& opt, Engine* engine) {
   callbacks.on_tokens = [&](const std::vector<int32_t>& tokens) {
     output.insert(output.end(), tokens.begin(), tokens.end());
   };
+  std::string dump_error;
+  if (!opt.dump_logits.empty()) {
+    callbacks.on_prompt_logits = [&](const std::vector<float>& logits) {
+      if (!WriteFloats(opt.dump_logits, logits)) {
+        dump_error = "--dump-logits: cannot write " + opt.dump_logits;
+      }
+    };
+  }
   callbacks.on_finish = [&](FinishReason reason, const SequenceStats& stats,
                             const std::string& error) {
     std::cout << ResultLine(nullptr, output, reason, stats, error) << std::endl;
@@ -123,6 +131,10 @@ int RunOne(const Options& opt, Engine* engine) {
   s = Drive(engine, &unfinished);
   if (!s.ok()) {
     std::cerr << "vlcache-run: " << s.message << "\n";
+    return 1;
+  }
+  if (!dump_error.empty()) {
+    std::cerr << "vlcache-run: " << dump_error << "\n";
     return 1;
   }
   return rc;
@@ -270,7 +282,10 @@ int Main(int argc, char** argv) {
   flags.Bool("kept-positions", &opt.kept_positions, "add the kept positions to the stats");
   flags.String("input-ids", &opt.input_ids,
                "prompt ids, comma separated, image token repeated per image feature");
-  flags.Repeated("image", &opt.images, "raw HxWx3 RGB file at the model's size (repeatable)");
+  flags.Repeated("image", &opt.images,
+                 "PNG, JPEG or raw HxWx3 RGB file at the model's input size (repeatable)");
+  flags.String("dump-logits", &opt.dump_logits,
+               "write the fp32 logits of the last prompt position here (raw little-endian)");
   flags.Bool("jsonl", &opt.jsonl, "read request lines from stdin, write result lines");
   bool help = false;
   Status s = flags.Parse(argc, argv, &help);
@@ -281,6 +296,9 @@ int Main(int argc, char** argv) {
   if (s.ok() && opt.model.empty()) s = Status::Error("--model is required");
   if (s.ok() && !opt.jsonl && opt.input_ids.empty()) {
     s = Status::Error("give --input-ids (one prompt) or --jsonl (request lines on stdin)");
+  }
+  if (s.ok() && opt.jsonl && !opt.dump_logits.empty()) {
+    s = Status::Error("--dump-logits is for one prompt, not --jsonl");
   }
   if (s.ok() && opt.pool_mb < 1) s = Status::Error("--pool-mb must be at least 1");
   if (!s.ok()) {

@@ -108,6 +108,16 @@ struct SequenceCallbacks {
   std::function<void(FinishReason reason, const SequenceStats& stats,
                      const std::string& error)>
       on_finish;
+  // Optional. Called once, after the prompt is prefilled (and, with
+  // compress_after, after the rest of the prompt ran over the compressed
+  // cache), with the logits of the last prompt position, before the first
+  // token is sampled from them. For parity checks and evaluation.
+  std::function<void(const std::vector<float>& logits)> on_prompt_logits;
+  // Optional. Called once, right after compression and before the first
+  // token, with the stats known then: everything but completion_tokens and
+  // decode_ms is final (so a caller that stops the sequence early still has
+  // the KV figures).
+  std::function<void(const SequenceStats& stats)> on_compressed;
 };
 
 struct EngineMetrics {

@@ -459,6 +459,10 @@ bool LlavaEngine::Step() {
       Finish(std::move(admitted), FinishReason::kError, error.message);
       continue;
     }
+    if (admitted->callbacks.on_compressed) admitted->callbacks.on_compressed(admitted->stats);
+    if (admitted->callbacks.on_prompt_logits) {
+      admitted->callbacks.on_prompt_logits(admitted->logits);
+    }
     // The first token comes from the prefill's logits.
     FinishReason reason;
     if (EmitNextToken(admitted.get(), &reason)) {

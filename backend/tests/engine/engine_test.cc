@@ -146,6 +146,44 @@ TEST_F(EngineTest, FullPolicyReproducesTransformersGreedyTokens) {
   EXPECT_EQ(r.stats.image_tokens, 512);
 }
 
+// The optional hooks: on_compressed (stats with the final KV figures) and
+// on_prompt_logits (what the first greedy token is the argmax of) each run
+// once, before the first token.
+TEST_F(EngineTest, CompressedAndPromptLogitsHooksComeBeforeTheFirstToken) {
+  auto e = MakeEngine(kTrained);
+  Result r;
+  SequenceCallbacks cb = Collect(&r);
+  std::vector<SequenceStats> compressed;
+  std::vector<std::vector<float>> logits;
+  cb.on_compressed = [&](const SequenceStats& st) {
+    EXPECT_TRUE(r.tokens.empty());
+    compressed.push_back(st);
+  };
+  cb.on_prompt_logits = [&](const std::vector<float>& l) {
+    EXPECT_TRUE(r.tokens.empty());
+    logits.push_back(l);
+  };
+  ASSERT_TRUE(e->Submit(1, Request(*long_prompt_, "vlcache", 0.25f, 4), std::move(cb)).ok());
+  RunUntilDone(e.get(), {&r});
+  ASSERT_EQ(r.reason, FinishReason::kLength) << r.error;
+  ASSERT_EQ(compressed.size(), 1u);
+  const SequenceStats& early = compressed[0];
+  EXPECT_GT(early.kv_tokens_kept, 0);
+  EXPECT_LT(early.kv_tokens_kept, early.kv_tokens_full);
+  EXPECT_EQ(early.kv_tokens_kept, r.stats.kv_tokens_kept);
+  EXPECT_EQ(early.kv_tokens_full, r.stats.kv_tokens_full);
+  EXPECT_EQ(early.kv_bytes_kept, r.stats.kv_bytes_kept);
+  EXPECT_EQ(early.kv_bytes_full, r.stats.kv_bytes_full);
+  EXPECT_EQ(early.completion_tokens, 0);
+  ASSERT_EQ(logits.size(), 1u);
+  const ModelInfo& info = e->Info();
+  std::vector<float> l = logits[0];
+  ASSERT_EQ(static_cast<int>(l.size()), info.vocab_size);
+  l[info.image_token_id] = -INFINITY;  // never generated
+  ASSERT_FALSE(r.tokens.empty());
+  EXPECT_EQ(std::max_element(l.begin(), l.end()) - l.begin(), r.tokens[0]);
+}
+
 TEST_F(EngineTest, EveryPolicyAtRatioOneGivesTheFullTokens) {
   auto e = MakeEngine(kTrained);
   const Result full = RunOne(e.get(), Request(*long_prompt_, "full", 1.0f, 8));

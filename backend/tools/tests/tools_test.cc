@@ -1,10 +1,20 @@
-// The tools' own pieces: flag parsing, base64, request/result lines.
+// The tools' own pieces: flag parsing, base64, request/result lines, image files.
 #include <gtest/gtest.h>
+#include <png.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include <unistd.h>
+
+#include <jpeglib.h>
 #include <nlohmann/json.hpp>
 
 #include "base64.h"
 #include "flags.h"
+#include "image_file.h"
 #include "jsonl.h"
 
 namespace vlcache {
@@ -169,6 +179,113 @@ TEST(Jsonl, ResultAndErrorLines) {
   EXPECT_EQ(failed["stats"]["error"], "kv cache: too big");
   const auto refused = nlohmann::json::parse(ErrorLine("x", "keep_ratio must be in (0, 1]"));
   EXPECT_EQ(refused, nlohmann::json({{"id", "x"}, {"error", "keep_ratio must be in (0, 1]"}}));
+}
+
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/vlcache_tools_test_" + std::to_string(::getpid()) +
+         "_" + name;
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A solid-colour RGB JPEG at the highest quality.
+std::vector<uint8_t> EncodeJpeg(int width, int height, const uint8_t rgb[3]) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr err;
+  cinfo.err = jpeg_std_error(&err);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = width;
+  cinfo.image_height = height;
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, 100, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  std::vector<uint8_t> row(static_cast<size_t>(width) * 3);
+  for (int x = 0; x < width; ++x) std::memcpy(&row[3 * x], rgb, 3);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&cinfo, &r, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  std::vector<uint8_t> out(buffer, buffer + size);
+  jpeg_destroy_compress(&cinfo);
+  std::free(buffer);
+  return out;
+}
+
+TEST(ImageFile, PngWithAlphaBecomesRgb) {
+  const int w = 5, h = 3;
+  std::vector<uint8_t> rgba(static_cast<size_t>(w) * h * 4);
+  for (size_t i = 0; i < rgba.size(); ++i) rgba[i] = static_cast<uint8_t>(i % 4 == 3 ? 255 : i * 7);
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  image.width = w;
+  image.height = h;
+  image.format = PNG_FORMAT_RGBA;
+  const std::string path = TempPath("rgba.png");
+  ASSERT_TRUE(png_image_write_to_file(&image, path.c_str(), 0, rgba.data(), 0, nullptr));
+  Image got;
+  Status s = ReadImageFile(path, h, w, &got);
+  ASSERT_TRUE(s.ok()) << s.message;
+  ASSERT_EQ(got.height, h);
+  ASSERT_EQ(got.width, w);
+  ASSERT_EQ(got.rgb.size(), static_cast<size_t>(w) * h * 3);
+  for (int p = 0; p < w * h; ++p) {
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(got.rgb[3 * p + c], rgba[4 * p + c]) << p << "," << c;
+  }
+  s = ReadImageFile(path, w, h, &got);  // transposed size
+  EXPECT_NE(s.message.find("5x3"), std::string::npos) << s.message;
+  EXPECT_NE(s.message.find("3x5"), std::string::npos) << s.message;
+  std::remove(path.c_str());
+}
+
+TEST(ImageFile, JpegDecodesAndChecksTheSize) {
+  const uint8_t colour[3] = {200, 40, 90};
+  const std::vector<uint8_t> jpeg = EncodeJpeg(16, 8, colour);
+  const std::string path = TempPath("solid.jpg");
+  WriteFile(path, jpeg);
+  Image got;
+  Status s = ReadImageFile(path, 8, 16, &got);
+  ASSERT_TRUE(s.ok()) << s.message;
+  ASSERT_EQ(got.rgb.size(), 16u * 8 * 3);
+  for (size_t i = 0; i < got.rgb.size(); ++i) {
+    EXPECT_NEAR(got.rgb[i], colour[i % 3], 4) << i;  // lossy, but not by much at quality 100
+  }
+  s = ReadImageFile(path, 16, 16, &got);
+  EXPECT_NE(s.message.find("16x8"), std::string::npos) << s.message;
+
+  // A truncated JPEG is an error, not an exit from inside libjpeg.
+  WriteFile(path, std::vector<uint8_t>(jpeg.begin(), jpeg.begin() + 20));
+  s = ReadImageFile(path, 8, 16, &got);
+  EXPECT_NE(s.message.find("JPEG"), std::string::npos) << s.message;
+  std::remove(path.c_str());
+}
+
+TEST(ImageFile, RawRgbMustHaveTheModelsSize) {
+  const std::string path = TempPath("raw.rgb");
+  std::vector<uint8_t> raw(4 * 2 * 3);
+  for (size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<uint8_t>(i);
+  WriteFile(path, raw);
+  Image got;
+  Status s = ReadImageFile(path, 2, 4, &got);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(got.rgb, raw);
+  EXPECT_EQ(got.height, 2);
+  EXPECT_EQ(got.width, 4);
+  s = ReadImageFile(path, 4, 4, &got);
+  EXPECT_NE(s.message.find("24 bytes"), std::string::npos) << s.message;
+  EXPECT_FALSE(ReadImageFile(TempPath("missing.png"), 2, 4, &got).ok());
+  std::remove(path.c_str());
 }
 
 }  // namespace
