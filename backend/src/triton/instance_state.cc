@@ -252,6 +252,17 @@ void InstanceState::Execute(TRITONBACKEND_Request** requests, uint32_t count) {
 }
 
 void InstanceState::SendTokens(uint64_t seq_id, const std::vector<int32_t>& tokens) {
+  SendTokenResponse(seq_id, tokens, nullptr);
+}
+
+void InstanceState::SendFirstTokens(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                                    const SequenceStats& stats) {
+  const std::string stats_json = stats.ToJson();
+  SendTokenResponse(seq_id, tokens, &stats_json);
+}
+
+void InstanceState::SendTokenResponse(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                                      const std::string* stats_json) {
   TRITONBACKEND_ResponseFactory* factory = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -263,6 +274,7 @@ void InstanceState::SendTokens(uint64_t seq_id, const std::vector<int32_t>& toke
   TRITONSERVER_Error* err = TRITONBACKEND_ResponseNewFromFactory(&response, factory);
   if (err == nullptr) {
     err = AddTokens(response, tokens);
+    if (err == nullptr && stats_json != nullptr) err = AddString(response, kStats, *stats_json);
     if (err == nullptr) {
       err = TRITONBACKEND_ResponseSend(response, 0, nullptr);
     } else {

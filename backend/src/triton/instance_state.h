@@ -29,6 +29,8 @@ class InstanceState : public ResponseSink {
   void Execute(TRITONBACKEND_Request** requests, uint32_t count);
 
   void SendTokens(uint64_t seq_id, const std::vector<int32_t>& tokens) override;
+  void SendFirstTokens(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                       const SequenceStats& stats) override;
   void SendFinal(uint64_t seq_id, FinishReason reason, const SequenceStats& stats,
                  const std::string& error) override;
   void OnMetrics(const EngineMetrics& metrics) override;
@@ -47,6 +49,9 @@ class InstanceState : public ResponseSink {
   // the problem, and releases it.
   void Refuse(TRITONBACKEND_Request* request, TRITONBACKEND_ResponseFactory* factory,
               const std::string& message, uint64_t start_ns);
+  // A non-final response with tokens and, when stats_json is given, `stats`.
+  void SendTokenResponse(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                         const std::string* stats_json);
   void ReportPhases(const Sequence& sequence, const SequenceStats& stats, uint64_t end_ns);
 
   ModelState* model_state_;

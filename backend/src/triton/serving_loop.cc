@@ -1,6 +1,7 @@
 #include "triton/serving_loop.h"
 
 #include <chrono>
+#include <memory>
 
 namespace vlcache {
 namespace triton {
@@ -28,10 +29,21 @@ Status ServingLoop::Submit(uint64_t seq_id, GenerationRequest request,
     live_[seq_id].is_cancelled = std::move(is_cancelled);
   }
   SequenceCallbacks callbacks;
-  callbacks.on_tokens = [this, seq_id](const std::vector<int32_t>& tokens) {
+  // Both callbacks run on the serving thread, one after the other, so the
+  // stats need no lock on their way from on_compressed to the first tokens.
+  auto compressed = std::make_shared<std::unique_ptr<SequenceStats>>();
+  callbacks.on_compressed = [compressed](const SequenceStats& stats) {
+    *compressed = std::make_unique<SequenceStats>(stats);
+  };
+  callbacks.on_tokens = [this, seq_id, compressed](const std::vector<int32_t>& tokens) {
     Event event;
     event.seq_id = seq_id;
     event.tokens = tokens;
+    if (*compressed) {
+      event.first = true;
+      event.stats = std::move(**compressed);
+      compressed->reset();
+    }
     PushEvent(std::move(event));
   };
   callbacks.on_finish = [this, seq_id](FinishReason reason, const SequenceStats& stats,
@@ -149,6 +161,8 @@ void ServingLoop::ResponseLoop() {
     }
     if (event.final) {
       sink_->SendFinal(event.seq_id, event.reason, event.stats, event.error);
+    } else if (event.first) {
+      sink_->SendFirstTokens(event.seq_id, event.tokens, event.stats);
     } else {
       sink_->SendTokens(event.seq_id, event.tokens);
     }

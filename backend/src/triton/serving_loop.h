@@ -28,6 +28,14 @@ class ResponseSink {
  public:
   virtual ~ResponseSink() = default;
   virtual void SendTokens(uint64_t seq_id, const std::vector<int32_t>& tokens) = 0;
+  // The sequence's first tokens, with the stats as known right after
+  // compression (KV figures final), so a client that stops the stream early
+  // still has them. By default they go out as plain tokens.
+  virtual void SendFirstTokens(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                               const SequenceStats& stats) {
+    (void)stats;
+    SendTokens(seq_id, tokens);
+  }
   // Exactly once per sequence that Submit accepted, after all its SendTokens.
   virtual void SendFinal(uint64_t seq_id, FinishReason reason, const SequenceStats& stats,
                          const std::string& error) = 0;
@@ -68,6 +76,7 @@ class ServingLoop {
   struct Event {
     uint64_t seq_id = 0;
     bool final = false;
+    bool first = false;  // token event that carries the post-compression stats
     std::vector<int32_t> tokens;
     FinishReason reason = FinishReason::kStop;
     SequenceStats stats;

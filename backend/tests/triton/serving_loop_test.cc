@@ -59,6 +59,11 @@ class FakeEngine : public Engine {
         continue;
       }
       if (running) {
+        if (seq.produced == 0 && seq.callbacks.on_compressed) {
+          SequenceStats stats;
+          stats.kv_tokens_kept = 10 * static_cast<int64_t>(it->first);
+          seq.callbacks.on_compressed(stats);
+        }
         seq.callbacks.on_tokens({seq.first + seq.produced});
         ++seq.produced;
         worked = true;
@@ -114,6 +119,15 @@ class RecordingSink : public ResponseSink {
     t.insert(t.end(), tokens.begin(), tokens.end());
     ++responses_[seq_id];
   }
+  void SendFirstTokens(uint64_t seq_id, const std::vector<int32_t>& tokens,
+                       const SequenceStats& stats) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      EXPECT_EQ(responses_[seq_id], 0) << "early stats after the first response of " << seq_id;
+      first_kv_kept_[seq_id].push_back(stats.kv_tokens_kept);
+    }
+    SendTokens(seq_id, tokens);
+  }
   void SendFinal(uint64_t seq_id, FinishReason reason, const SequenceStats& stats,
                  const std::string& error) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -143,6 +157,7 @@ class RecordingSink : public ResponseSink {
   std::map<uint64_t, int> final_count_;
   std::map<uint64_t, int> completion_;
   std::map<uint64_t, std::string> errors_;
+  std::map<uint64_t, std::vector<int64_t>> first_kv_kept_;  // stats given with the first tokens
   int metric_updates_ = 0;
   int max_running_ = 0;
   int64_t last_free_ = -1;
@@ -172,6 +187,8 @@ TEST(ServingLoopTest, StreamsEverySequenceThenOneFinal) {
     EXPECT_EQ(sink.responses_[id], static_cast<int>(3 + id));
     EXPECT_EQ(sink.final_count_[id], 1);
     EXPECT_EQ(sink.finals_[id], FinishReason::kLength);
+    // The stats of on_compressed ride on the first response only.
+    EXPECT_EQ(sink.first_kv_kept_[id], std::vector<int64_t>{10 * static_cast<int64_t>(id)});
   }
   EXPECT_EQ(sink.max_running_, 2);  // the engine batched two at a time
   EXPECT_EQ(sink.last_free_, 1000);

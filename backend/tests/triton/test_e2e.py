@@ -42,6 +42,24 @@ def check_stats(stats, prompt, completion_tokens, policy):
     assert "kept_positions" not in stats  # only when asked for
 
 
+# What the stats of the first response (sent right after compression) must
+# already hold, equal to the final response's.
+KNOWN_AFTER_COMPRESSION = ("prompt_tokens", "image_tokens", "policy", "keep_ratio", "budget_mode",
+                           "kv_tokens_full", "kv_tokens_kept", "kv_bytes_full", "kv_bytes_kept",
+                           "layers", "prefill_ms", "compress_ms")
+
+
+def check_first_stats(got):
+    """Only the first response (the one with the first token) carries early
+    stats, and their KV figures are already the final ones."""
+    assert len(got.early_stats) == 1, got.early_stats
+    index, first = got.early_stats[0]
+    assert index == 0 and len(got.responses[0]) >= 1
+    assert first["kv_tokens_kept"] > 0
+    for key in KNOWN_AFTER_COMPRESSION:
+        assert first[key] == got.stats[key], key
+
+
 @pytest.mark.parametrize("checkpoint,model", [("random", "tiny-llava"),
                                               ("trained", "tiny-llava-trained")])
 def test_golden_prompts_stream_the_hf_greedy_tokens(server, golden_random, golden_trained,
@@ -66,6 +84,7 @@ def test_golden_prompts_stream_the_hf_greedy_tokens(server, golden_random, golde
         assert got.responses[-1] == []
         check_stats(got.stats, prompt, len(want), "full")
         assert got.stats["kv_tokens_kept"] == got.stats["kv_tokens_full"]
+        check_first_stats(got)
 
 
 def test_two_concurrent_streams_with_different_keep_ratios(server, golden_random):
@@ -100,6 +119,9 @@ def test_two_concurrent_streams_with_different_keep_ratios(server, golden_random
     kept = quarter.stats["kv_tokens_kept"] / quarter.stats["kv_tokens_full"]
     assert kept == pytest.approx(0.25, abs=0.02), kept
     assert all(0 < layer["budget"] < len(prompt["input_ids"]) for layer in quarter.stats["layers"])
+    check_first_stats(full)
+    check_first_stats(quarter)
+    assert quarter.early_stats[0][1]["kv_tokens_kept"] < quarter.early_stats[0][1]["kv_tokens_full"]
 
     # Continuous batching: the two sequences were in the engine at the same time
     # (from Triton's traces: each one's prefill starts before the other's decode ends).

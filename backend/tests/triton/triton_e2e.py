@@ -64,6 +64,8 @@ class Generation:
     finals: int = 0  # responses flagged triton_final_response
     finish_reason: str = None
     stats: dict = None
+    # (response index, stats) of every non-final response that carried stats
+    early_stats: list = dataclasses.field(default_factory=list)
     error: str = None
 
     @property
@@ -99,7 +101,12 @@ class Stream:
             response = result.get_response()
             ids = result.as_numpy("output_ids")
             generation.responses.append([] if ids is None else ids.tolist())
-            if response.parameters["triton_final_response"].bool_param:
+            final = response.parameters["triton_final_response"].bool_param
+            stats = result.as_numpy("stats")
+            if not final and stats is not None:
+                generation.early_stats.append((len(generation.responses) - 1,
+                                               json.loads(stats[0])))
+            if final:
                 generation.finals += 1
                 generation.finish_reason = result.as_numpy("finish_reason")[0].decode()
                 generation.stats = json.loads(result.as_numpy("stats")[0])
