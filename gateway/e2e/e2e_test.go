@@ -292,6 +292,59 @@ func TestE2EGoldenTextStreaming(t *testing.T) {
 	}
 }
 
+// A stop string ends the generation early (the gateway cancels the Triton
+// stream before the final response); usage.kv_cache still has the KV counts,
+// which the backend sent with the first response.
+func TestE2EStopStringKeepsKVUsage(t *testing.T) {
+	p := golden(t)[0]
+	const stop = " bot"
+	cut := strings.Index(p.Ours.GreedyText, stop)
+	if cut <= 0 {
+		t.Fatalf("golden text %q lacks the stop string %q", p.Ours.GreedyText, stop)
+	}
+	c := client()
+	pr := params(t, p, 16)
+	pr.Stop = openai.ChatCompletionNewParamsStopUnion{OfString: openai.String(stop)}
+	resp, err := c.Chat.Completions.New(context.Background(), pr, option.WithHeader("X-KV-Cache-Ratio", "1.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Choices[0].Message.Content; got != p.Ours.GreedyText[:cut] || resp.Choices[0].FinishReason != "stop" {
+		t.Fatalf("%q (finish %q), want %q cut at %q", got, resp.Choices[0].FinishReason, p.Ours.GreedyText, stop)
+	}
+	if resp.Usage.CompletionTokens >= 16 {
+		t.Errorf("completion_tokens %d: the stop string did not end the generation early", resp.Usage.CompletionTokens)
+	}
+	kv := kvFrom(t, resp.Usage.RawJSON())
+	if kv.TokensKept <= 0 || kv.TokensKept != kv.TokensFull || kv.BytesKept <= 0 || kv.BytesKept != kv.BytesFull {
+		t.Fatalf("usage.kv_cache after a stop-string stop: %+v", kv)
+	}
+
+	// Streamed, with the usage chunk at the end.
+	pr.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	stream := c.Chat.Completions.NewStreaming(context.Background(), pr, option.WithHeader("X-KV-Cache-Ratio", "1.0"))
+	var text strings.Builder
+	var usage string
+	for stream.Next() {
+		ch := stream.Current()
+		if len(ch.Choices) > 0 {
+			text.WriteString(ch.Choices[0].Delta.Content)
+		}
+		if ch.Usage.CompletionTokens > 0 {
+			usage = ch.Usage.RawJSON()
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != p.Ours.GreedyText[:cut] {
+		t.Fatalf("streamed %q, want %q", text.String(), p.Ours.GreedyText[:cut])
+	}
+	if kv := kvFrom(t, usage); kv.TokensKept <= 0 || kv.TokensKept != kv.TokensFull {
+		t.Fatalf("streamed usage.kv_cache after a stop-string stop: %+v", kv)
+	}
+}
+
 // X-KV-Cache-Ratio 0.1 reaches the backend and comes back in usage as about
 // 10% of the prompt's cache kept, streaming and not.
 func TestE2EKeepRatioTenth(t *testing.T) {

@@ -319,6 +319,12 @@ func (s *Server) run(ctx context.Context, j *job, onFirst func() error, onText f
 			ids[i] = int(id)
 		}
 		g.tokens += len(ids)
+		// The first response carries the stats as known after compression, so
+		// a stop-string stop (which cancels the stream) still reports the KV
+		// figures; the final response's stats replace them when it comes.
+		if ch.Stats != nil {
+			g.stats = ch.Stats
+		}
 		text := dec.Add(ids)
 		if ch.Final {
 			text += dec.Flush()
@@ -337,7 +343,7 @@ func (s *Server) run(ctx context.Context, j *job, onFirst func() error, onText f
 			return errStopped
 		}
 		if ch.Final {
-			g.finishReason, g.stats = ch.FinishReason, ch.Stats
+			g.finishReason = ch.FinishReason
 		}
 		return nil
 	})

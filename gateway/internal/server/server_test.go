@@ -296,7 +296,11 @@ func TestStopStringAcrossTokens(t *testing.T) {
 	for _, id := range ids {
 		chunks = append(chunks, triton.Chunk{OutputIDs: []int32{int32(id)}})
 	}
-	chunks = append(chunks, triton.Chunk{Final: true, FinishReason: "length"})
+	// As the backend sends them: the first response has the stats as known
+	// after compression; the final one, never reached here, the complete ones.
+	chunks[0].Stats = &triton.Stats{PromptTokens: 10, Policy: "vlcache", KVTokensFull: 160, KVTokensKept: 16,
+		KVBytesFull: 160 * 128, KVBytesKept: 16 * 128}
+	chunks = append(chunks, triton.Chunk{Final: true, FinishReason: "length", Stats: &triton.Stats{KVTokensFull: 1, KVTokensKept: 1}})
 	for _, stream := range []bool{false, true} {
 		s := newTestServer(t, &fakeGen{chunks: chunks}, openAdmitter())
 		body := `{"model": "tiny-llava", "messages": [{"role": "user", "content": "hi"}], "stop": ["t on"], "stream": ` +
@@ -328,6 +332,12 @@ func TestStopStringAcrossTokens(t *testing.T) {
 			_ = json.Unmarshal(rec.Body.Bytes(), &resp)
 			if resp.Choices[0].Message.Content != "the cat sa" || resp.Choices[0].FinishReason != "stop" {
 				t.Fatalf("got %+v", resp.Choices[0])
+			}
+			if resp.Usage == nil || resp.Usage.KVCache == nil {
+				t.Fatalf("no usage.kv_cache after a stop-string stop: %s", rec.Body)
+			}
+			if kv := resp.Usage.KVCache; kv.TokensFull != 160 || kv.TokensKept != 16 || kv.BytesKept != 16*128 {
+				t.Fatalf("usage.kv_cache after a stop-string stop: %+v", kv)
 			}
 		}
 	}

@@ -166,7 +166,7 @@ type Chunk struct {
 	OutputIDs    []int32
 	Final        bool
 	FinishReason string // final chunk only
-	Stats        *Stats // final chunk only
+	Stats        *Stats // the final chunk; also the first, as known after compression
 }
 
 // BackendError is a request the backend refused or failed.
