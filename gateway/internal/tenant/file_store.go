@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -88,6 +89,15 @@ func (s *FileStore) reload() error {
 	raw, err := os.ReadFile(s.path)
 	if err != nil {
 		return fmt.Errorf("failed to read tenants file: %w", err)
+	}
+	// An editor or os.WriteFile truncates before writing, so a poll can see an
+	// empty file for a moment; an empty file replacing a loaded one is never
+	// taken as "no tenants" (write `tenants: []` to revoke everyone).
+	s.mu.RLock()
+	hadFile := s.loaded != nil
+	s.mu.RUnlock()
+	if hadFile && len(bytes.TrimSpace(raw)) == 0 {
+		return fmt.Errorf("tenants file %s is empty (being written?); write 'tenants: []' to remove every tenant", s.path)
 	}
 	byName, byHash, err := parseFile(raw)
 	if err != nil {
