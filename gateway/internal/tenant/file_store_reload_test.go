@@ -15,7 +15,7 @@ func TestReloadKeepsTenantsWhenTheFileIsMomentarilyEmpty(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tenants.yaml")
 	key, err := NewKey()
 	require.NoError(t, err)
-	body := "tenants:\n  - name: acme\n    key_hashes: [\"" + HashKey(key) + "\"]\n    models: [\"*\"]\n"
+	body := "tenants:\n  - name: acme\n    key_hashes: [\"" + HashKey(key) + "\"]\n    models: [\"*\"]\n    keep_ratio: {default: 0.5, min: 0.1, max: 1}\n"
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
 	s, err := LoadFileStore(path)
 	require.NoError(t, err)
