@@ -55,6 +55,9 @@ func Dial(addr string, opts Options) (*Client, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 2 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageBytes), grpc.MaxCallSendMsgSize(opts.MaxMessageBytes)),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		// With a dns:/// target naming several Triton replicas (a headless
+		// Kubernetes Service), spread streams over all of them.
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the Triton client for %s: %w", addr, err)
