@@ -261,7 +261,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if runErr != nil {
 		// Keep what finished: a partial table says more than none.
 		fmt.Fprintf(stderr, "[eval] stopped early: %v; writing the %d predictions made\n", runErr, len(res.Predictions))
-		settings = append(settings, eval.Setting{Name: "INCOMPLETE", Value: runErr.Error()})
+		done := map[string]bool{}
+		for _, p := range res.Predictions {
+			done[p.Sample] = true
+		}
+		settings = append(settings, eval.Setting{Name: "INCOMPLETE", Value: fmt.Sprintf(
+			"stopped (%v) after %d of %d samples had all their requests answered; only those are counted", runErr, len(done), len(samples))})
 	}
 	sum := eval.Summarize(res, settings, reference)
 	eval.WriteTable(stdout, cfg, sum)

@@ -48,6 +48,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	frames := fs.Int("frames", 8, "images per request (the first N of a sample)")
 	clients := fs.Int("clients", 4, "concurrent streaming clients per target")
 	requests := fs.Int("requests", 32, "requests per target")
+	rounds := fs.Int("rounds", 4, "each target's requests in this many turns, targets alternating (machine noise hits both alike)")
 	maxDuration := fs.Duration("max-duration", 5*time.Minute, "time limit per target; requests not started by then are skipped")
 	ratios := fs.String("keep-ratios", "1,0.5,0.1", "keep ratios, assigned round-robin")
 	policy := fs.String("policy", "vlcache", "KV-cache policy")
@@ -59,7 +60,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := loadgen.Config{Clients: *clients, Requests: *requests, MaxDuration: *maxDuration, Policy: *policy,
+	cfg := loadgen.Config{Clients: *clients, Requests: *requests, Rounds: *rounds, MaxDuration: *maxDuration, Policy: *policy,
 		MaxTokens: *maxTokens, Temperature: *temperature, ServedModel: *served, TritonModel: *tritonModel,
 		Progress: stderr, ProgressTick: *progress}
 	if cfg.TritonModel == "" {
@@ -127,7 +128,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Targets, cfg.Clients, cfg.Requests, cfg.KeepRatios, cfg.MaxTokens)
 	phases, runErr := loadgen.Run(ctx, cfg, items, senders)
 	settings := map[string]string{
-		"targets":     strings.Join(cfg.Targets, ", ") + " (run one after the other, same requests)",
+		"targets":     strings.Join(cfg.Targets, ", ") + fmt.Sprintf(" (same requests; %d rounds, targets alternating within each)", max(1, min(cfg.Rounds, cfg.Requests))),
 		"gateway":     *gateway + " model " + *served,
 		"triton":      *tritonAddr + " model " + cfg.TritonModel,
 		"clients":     strconv.Itoa(cfg.Clients) + " concurrent streams per target",

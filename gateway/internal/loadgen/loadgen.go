@@ -70,9 +70,12 @@ func Prepare(ctx context.Context, model *chat.Model, proc *images.Processor, sam
 
 // Config of one load run.
 type Config struct {
-	Targets      []string
-	Clients      int           // concurrent streams per target
-	Requests     int           // requests per target
+	Targets  []string
+	Clients  int // concurrent streams per target
+	Requests int // requests per target
+	// Rounds splits each target's requests into this many turns, the targets
+	// alternating, so that a change in the machine's load hits both alike.
+	Rounds       int
 	MaxDuration  time.Duration // per target; requests not started by then are skipped
 	KeepRatios   []float64     // request i uses KeepRatios[i % len]
 	Policy       string
@@ -131,7 +134,7 @@ type Sample struct {
 // Phase is one target's run.
 type Phase struct {
 	Target   string    `json:"target"`
-	WallS    float64   `json:"wall_s"`
+	WallS    float64   `json:"wall_s"`  // summed over the rounds
 	Skipped  int       `json:"skipped"` // not started before MaxDuration
 	Requests []*Sample `json:"requests"`
 }
@@ -150,31 +153,45 @@ func Run(ctx context.Context, cfg Config, items []*Item, senders map[string]Send
 	if len(items) == 0 {
 		return nil, errors.New("no requests to send")
 	}
-	var phases []*Phase
-	for _, target := range cfg.Targets {
-		s := senders[target]
-		if s == nil {
-			return phases, fmt.Errorf("no sender for target %s", target)
+	rounds := max(1, min(cfg.Rounds, cfg.Requests))
+	phases := make([]*Phase, len(cfg.Targets))
+	deadlines := make([]time.Time, len(cfg.Targets))
+	for i, target := range cfg.Targets {
+		if senders[target] == nil {
+			return nil, fmt.Errorf("no sender for target %s", target)
 		}
-		ph := runPhase(ctx, cfg, target, s, items)
-		phases = append(phases, ph)
-		if err := ctx.Err(); err != nil {
-			return phases, err
+		phases[i] = &Phase{Target: target}
+	}
+	for r := 0; r < rounds; r++ {
+		// Request indices [lo, hi) of this round, the same for every target.
+		lo, hi := cfg.Requests*r/rounds, cfg.Requests*(r+1)/rounds
+		for i, target := range cfg.Targets {
+			if r == 0 && cfg.MaxDuration > 0 {
+				deadlines[i] = time.Now().Add(cfg.MaxDuration)
+			}
+			runPhase(ctx, cfg, target, senders[target], items, lo, hi, deadlines[i], phases[i])
+			if err := ctx.Err(); err != nil {
+				return phases, err
+			}
 		}
+	}
+	for _, ph := range phases {
+		ph.Skipped = cfg.Requests - len(ph.Requests)
 	}
 	return phases, nil
 }
 
-func runPhase(ctx context.Context, cfg Config, target string, s Sender, items []*Item) *Phase {
-	ph := &Phase{Target: target}
+// runPhase sends requests [lo, hi) to one target and adds them to ph.
+func runPhase(ctx context.Context, cfg Config, target string, s Sender, items []*Item, lo, hi int, deadline time.Time, ph *Phase) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if cfg.MaxDuration > 0 {
+	if !deadline.IsZero() {
 		var c2 context.CancelFunc
-		ctx, c2 = context.WithTimeout(ctx, cfg.MaxDuration)
+		ctx, c2 = context.WithDeadline(ctx, deadline)
 		defer c2()
 	}
 	var next, done atomic.Int64
+	next.Store(int64(lo))
 	var mu sync.Mutex
 	start := time.Now()
 	stop := make(chan struct{})
@@ -188,7 +205,7 @@ func runPhase(ctx context.Context, cfg Config, target string, s Sender, items []
 			for {
 				select {
 				case <-t.C:
-					fmt.Fprintf(cfg.Progress, "[loadgen] %s: %d/%d requests, %s\n", target, done.Load(), cfg.Requests, time.Since(start).Round(time.Second))
+					fmt.Fprintf(cfg.Progress, "[loadgen] %s: %d/%d requests of this round, %s\n", target, done.Load(), hi-lo, time.Since(start).Round(time.Second))
 				case <-stop:
 					return
 				}
@@ -202,7 +219,7 @@ func runPhase(ctx context.Context, cfg Config, target string, s Sender, items []
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= cfg.Requests || ctx.Err() != nil {
+				if i >= hi || ctx.Err() != nil {
 					return
 				}
 				ratio := cfg.KeepRatios[i%len(cfg.KeepRatios)]
@@ -219,9 +236,7 @@ func runPhase(ctx context.Context, cfg Config, target string, s Sender, items []
 	wg.Wait()
 	close(stop)
 	tick.Wait()
-	ph.WallS = time.Since(start).Seconds()
-	ph.Skipped = cfg.Requests - len(ph.Requests)
-	return ph
+	ph.WallS += time.Since(start).Seconds()
 }
 
 // GatewaySender streams chat completions through the OpenAI SDK.

@@ -34,11 +34,21 @@ type fakeSender struct {
 	mu    sync.Mutex
 	seen  map[float64]int
 	calls int
+	name  string
+	log   *[]string
+	logMu *sync.Mutex
 }
 
 func (f *fakeSender) Send(_ context.Context, it *Item, keepRatio float64) *Sample {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.log != nil {
+		f.logMu.Lock()
+		if n := len(*f.log); n == 0 || (*f.log)[n-1] != f.name {
+			*f.log = append(*f.log, f.name)
+		}
+		f.logMu.Unlock()
+	}
 	f.calls++
 	f.seen[keepRatio]++
 	s := &Sample{TTFTMs: 10 * keepRatio, E2EMs: 100, ITLMs: []float64{1, 3}, CompletionTokens: 3,
@@ -50,8 +60,11 @@ func (f *fakeSender) Send(_ context.Context, it *Item, keepRatio float64) *Sampl
 }
 
 func TestRunAndSummarize(t *testing.T) {
-	cfg := Config{Targets: []string{TargetGateway, TargetTriton}, Clients: 3, Requests: 12, KeepRatios: []float64{1, 0.1}, MaxTokens: 3}
-	gw, tr := &fakeSender{seen: map[float64]int{}}, &fakeSender{seen: map[float64]int{}}
+	cfg := Config{Targets: []string{TargetGateway, TargetTriton}, Clients: 3, Requests: 12, Rounds: 3, KeepRatios: []float64{1, 0.1}, MaxTokens: 3}
+	var order []string
+	var orderMu sync.Mutex
+	gw := &fakeSender{seen: map[float64]int{}, name: "g", log: &order, logMu: &orderMu}
+	tr := &fakeSender{seen: map[float64]int{}, name: "t", log: &order, logMu: &orderMu}
 	items := []*Item{{}, {}}
 	phases, err := Run(context.Background(), cfg, items, map[string]Sender{TargetGateway: gw, TargetTriton: tr})
 	if err != nil {
@@ -59,6 +72,9 @@ func TestRunAndSummarize(t *testing.T) {
 	}
 	if len(phases) != 2 || len(phases[0].Requests) != 12 || gw.seen[1] != 6 || gw.seen[0.1] != 6 || tr.calls != 12 {
 		t.Fatalf("phases %d, gateway ratios %v, triton calls %d", len(phases), gw.seen, tr.calls)
+	}
+	if strings.Join(order, "") != "gtgtgt" {
+		t.Fatalf("targets ran in the order %v, want 3 alternating rounds", order)
 	}
 	rep := Summarize(cfg, phases, map[string]string{"x": "y"})
 	rows := rowsBy(rep, TargetGateway)

@@ -194,7 +194,10 @@ func WriteTable(w io.Writer, rep *Report) {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "| keep | TTFT p50 | TTFT p95 | ITL p50 | E2E p50 | E2E p95 |")
 		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: |")
-		for _, g := range gw {
+		for _, g := range rep.Rows {
+			if g.Target != TargetGateway {
+				continue
+			}
 			t, ok := tr[g.KeepRatio]
 			if !ok {
 				continue
@@ -243,7 +246,7 @@ func WriteOutputs(dir string, cfg Config, rep *Report) ([]string, error) {
 	}
 	ratios := uniqueRatios(cfg.KeepRatios)
 	panel := func(title, ylabel string, value func(Row) float64) (*plot.Plot, error) {
-		l := vplot.Lines{Title: title, XLabel: "keep ratio (log)", YLabel: ylabel, LogX: true, XTicks: ratios}
+		l := vplot.Lines{Title: title, XLabel: "keep ratio (log)", YLabel: ylabel, LogX: true, XTicks: ratios, YFromZero: true}
 		for _, ph := range rep.Phases {
 			rows := rowsBy(rep, ph.Target)
 			s := vplot.Series{Name: ph.Target}

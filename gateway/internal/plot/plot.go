@@ -87,6 +87,7 @@ type Lines struct {
 	LogX                  bool
 	XTicks                []float64 // labelled x positions (nil: automatic)
 	YMin, YMax            float64   // both 0: automatic
+	YFromZero             bool      // automatic top, bottom at 0
 }
 
 // NewLines builds a line panel.
@@ -147,6 +148,10 @@ func NewLines(l Lines) (*plot.Plot, error) {
 	p.Legend.YOffs = 6 * vg.Millimeter
 	if l.YMin != 0 || l.YMax != 0 {
 		p.Y.Min, p.Y.Max = l.YMin, l.YMax
+	}
+	if l.YFromZero {
+		p.Y.Min = 0
+		p.Y.Max = math.Max(p.Y.Max*1.05, 1e-9)
 	}
 	return p, nil
 }
