@@ -48,7 +48,8 @@ __global__ void FillUniformKernel(float* x, int64_t n, uint64_t seed, float scal
 }
 
 void FillUniform(float* x, int64_t n, uint64_t seed, float scale) {
-  FillUniformKernel<<<2048, 256>>>(x, n, seed, scale);
+  const int64_t blocks = std::min<int64_t>(2048, (n + 255) / 256);
+  FillUniformKernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), 256>>>(x, n, seed, scale);
   Check(cudaGetLastError(), "fill");
 }
 
@@ -89,6 +90,12 @@ Flags ParseFlags(int argc, char** argv) {
     else if (a == "--batches") f.batches = ParseList<int>(value());
     else if (a == "--ratios") f.ratios = ParseList<double>(value());
     else if (a == "--layers") f.layers = std::stoi(value());
+    else if (a == "--hidden") f.hidden = std::stoi(value());
+    else if (a == "--heads") f.heads = std::stoi(value());
+    else if (a == "--kv-heads") f.kv_heads = std::stoi(value());
+    else if (a == "--head-dim") f.head_dim = std::stoi(value());
+    else if (a == "--intermediate") f.intermediate = std::stoi(value());
+    else if (a == "--vocab") f.vocab = std::stoi(value());
     else if (a == "--block-tokens") f.block_tokens = std::stoi(value());
     else if (a == "--warmup") f.warmup = std::stoi(value());
     else if (a == "--steps") f.steps = std::stoi(value());
@@ -100,7 +107,9 @@ Flags ParseFlags(int argc, char** argv) {
     else if (a == "--help") {
       std::printf(
           "vlcache-cuda-bench [--out DIR] [--lengths 2048,8192,32768] [--batches 1,8]\n"
-          "  [--ratios 1,0.4,0.1,0.05] [--layers 32] [--block-tokens 16] [--warmup 2]\n"
+          "  [--ratios 1,0.4,0.1,0.05] [--layers 32] [--hidden 4096] [--heads 32]\n"
+          "  [--kv-heads 8] [--head-dim 128] [--intermediate 14336] [--vocab 32000]\n"
+          "  [--block-tokens 16] [--warmup 2]\n"
           "  [--steps 7] [--prefill-m 8192] [--chunk-rows 128] [--partition 256]\n"
           "  [--free-margin-gb 2] [--tf32]\n");
       std::exit(0);
@@ -344,7 +353,7 @@ int Main(int argc, char** argv) {
   // --- Reports.
   std::ostringstream md, js;
   md << "# vlcache-cuda-bench on " << prop.name << "\n\n"
-     << "Synthetic decode step of a LLaVA-1.6-Mistral-7B-shaped decoder (" << f.layers
+     << "Synthetic decode step of a decoder (LLaVA-1.6-Mistral-7B shape by default; here " << f.layers
      << " layers, hidden " << H << ", " << f.heads << "/" << KVH << " heads, head_dim " << d
      << ", intermediate " << I << ", vocab " << f.vocab << "), fp32, random weights ("
      << W / 1e9 << " GB), paged cache of block " << f.block_tokens << " tokens, "
