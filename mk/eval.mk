@@ -17,8 +17,9 @@ test-eval:
 test-eval-smoke: build-cpp
 	timeout $(EVAL_SMOKE_TIMEOUT) scripts/eval-smoke.sh $(BUILD_DIR)
 
-# The full fixture evaluation of docs/eval.md (about an hour on 2 busy cores).
-EVAL_OUT ?= docs/results/tiny-llava-trained-cpu
+# The full fixture evaluation of docs/eval.md (40 min to 2 h on 2 shared cores);
+# results-local/ is ignored by git: copy the small files worth keeping to docs/results/.
+EVAL_OUT ?= results-local/eval-fixture
 eval-fixture: build-cpp
 	$(GO) run ./gateway/cmd/vlcache-eval -runner $(BUILD_DIR)/backend/tools/vlcache-run \
 	  -protocols P1,P2 -out $(EVAL_OUT)
