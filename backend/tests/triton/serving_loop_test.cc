@@ -174,10 +174,12 @@ TEST(ServingLoopTest, StreamsEverySequenceThenOneFinal) {
   FakeEngine engine(/*max_batch=*/2);
   RecordingSink sink;
   ServingLoop loop(&engine, &sink, ServingLoopOptions{});
-  loop.Start();
+  // Queued before the serving thread starts, so that it cannot finish one
+  // sequence before the next arrives (the batching asserted below).
   for (uint64_t id = 1; id <= 5; ++id) {
     ASSERT_TRUE(loop.Submit(id, Request(100 * id, 3 + id), [] { return false; }).ok());
   }
+  loop.Start();
   ASSERT_TRUE(sink.WaitFinals(5));
   loop.Stop();
   for (uint64_t id = 1; id <= 5; ++id) {
