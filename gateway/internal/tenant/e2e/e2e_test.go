@@ -281,39 +281,54 @@ func TestE2E(t *testing.T) {
 		require.NotEmpty(t, resp.Choices)
 		require.Equal(t, "0.3", httpResp.Header.Get("X-KV-Cache-Ratio"), "the tenant's default ratio is applied and echoed")
 
+		// Triton exports its request span after the child spans (it ends last), possibly in a
+		// later batch, so wait until some tritonserver span's parent is a gateway span.
 		var spans []otlptest.Span
-		require.Eventually(t, func() bool {
-			spans = recv.Traces()[traceID]
-			services := map[string]bool{}
+		joined := func(spans []otlptest.Span) bool {
+			byID := map[string]otlptest.Span{}
 			for _, s := range spans {
-				services[s.Service] = true
+				byID[s.SpanID] = s
 			}
-			return services["vlcache-gateway"] && len(services) >= 2
-		}, 30*time.Second, 200*time.Millisecond, "one trace with the gateway's and tritonserver's spans; got %v; receiver errors: %v",
-			recv.Spans(), recv.Errors())
-
-		byID := map[string]otlptest.Span{}
-		names := map[string]bool{}
-		for _, s := range spans {
-			byID[s.SpanID] = s
-			if s.Service == "vlcache-gateway" {
-				names[s.Name] = true
-			}
-		}
-		for _, want := range []string{"POST /v1/chat/completions", telemetry.SpanAuth, telemetry.SpanImageFetch,
-			telemetry.SpanPreprocess, telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream} {
-			require.True(t, names[want], "gateway span %s in the trace; got %v", want, names)
-		}
-		// Triton's root span continues the gateway's gRPC client span.
-		joined := false
-		for _, s := range spans {
-			if s.Service != "vlcache-gateway" {
-				if p, ok := byID[s.ParentID]; ok && p.Service == "vlcache-gateway" {
-					joined = true
+			for _, s := range spans {
+				if s.Service != "vlcache-gateway" {
+					if p, ok := byID[s.ParentID]; ok && p.Service == "vlcache-gateway" {
+						return true
+					}
 				}
 			}
+			return false
 		}
-		require.True(t, joined, "a tritonserver span has a gateway span as parent: %v", spans)
+		wantNames := []string{"POST /v1/chat/completions", telemetry.SpanAuth, telemetry.SpanImageFetch,
+			telemetry.SpanPreprocess, telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream}
+		gatewayNames := func(spans []otlptest.Span) map[string]bool {
+			names := map[string]bool{}
+			for _, s := range spans {
+				if s.Service == "vlcache-gateway" {
+					names[s.Name] = true
+				}
+			}
+			return names
+		}
+		complete := func() bool {
+			spans = recv.Traces()[traceID]
+			names := gatewayNames(spans)
+			for _, want := range wantNames {
+				if !names[want] {
+					return false
+				}
+			}
+			return joined(spans)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !complete() && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		names := gatewayNames(spans)
+		for _, want := range wantNames {
+			require.True(t, names[want], "gateway span %s in the trace; got %v", want, names)
+		}
+		require.True(t, joined(spans), "a tritonserver span has a gateway span as parent; got %v; receiver errors: %v",
+			spans, recv.Errors())
 		for _, s := range spans {
 			if s.Name == telemetry.SpanTritonStream {
 				require.Contains(t, s.Events, telemetry.EventFirstToken)
