@@ -186,6 +186,12 @@ InstanceState::~InstanceState() {
 
 void InstanceState::Refuse(TRITONBACKEND_Request* request, TRITONBACKEND_ResponseFactory* factory,
                            const std::string& message, uint64_t start_ns) {
+  // Statistics first: a client that sees the error response must also see it
+  // counted in Triton's metrics and statistics.
+  const uint64_t end_ns = NowNs();
+  LogIfError(TRITONBACKEND_ModelInstanceReportStatistics(instance_, request, false, start_ns,
+                                                         start_ns, end_ns, end_ns),
+             "reporting statistics");
   TRITONSERVER_Error* error = TRITONSERVER_ErrorNew(TRITONSERVER_ERROR_INVALID_ARG, message.c_str());
   TRITONBACKEND_Response* response = nullptr;
   TRITONSERVER_Error* err = factory != nullptr
@@ -198,10 +204,6 @@ void InstanceState::Refuse(TRITONBACKEND_Request* request, TRITONBACKEND_Respons
     LogIfError(err, "creating an error response");
   }
   TRITONSERVER_ErrorDelete(error);
-  const uint64_t end_ns = NowNs();
-  LogIfError(TRITONBACKEND_ModelInstanceReportStatistics(instance_, request, false, start_ns,
-                                                         start_ns, end_ns, end_ns),
-             "reporting statistics");
   if (factory != nullptr) LogIfError(TRITONBACKEND_ResponseFactoryDelete(factory), "factory delete");
   LogIfError(TRITONBACKEND_RequestRelease(request, TRITONSERVER_REQUEST_RELEASE_ALL),
              "releasing a request");
@@ -306,6 +308,17 @@ void InstanceState::SendFinal(uint64_t seq_id, FinishReason reason, const Sequen
     stats_json = parsed.dump();
   }
 
+  // Metrics, trace activities and statistics before the final response, so that
+  // a client that has seen the end of its stream also sees it counted.
+  if (metrics_) metrics_->CountFinished(reason);
+  ReportPhases(sequence, stats, end_ns);
+  const uint64_t compute_start_ns =
+      sequence.submit_ns + static_cast<uint64_t>(stats.queue_ms * 1e6);
+  LogIfError(TRITONBACKEND_ModelInstanceReportStatistics(
+                 instance_, sequence.request, reason != FinishReason::kError, sequence.submit_ns,
+                 std::min(compute_start_ns, end_ns), end_ns, end_ns),
+             "reporting statistics");
+
   TRITONBACKEND_Response* response = nullptr;
   TRITONSERVER_Error* err = TRITONBACKEND_ResponseNewFromFactory(&response, sequence.factory);
   if (err == nullptr) {
@@ -325,14 +338,6 @@ void InstanceState::SendFinal(uint64_t seq_id, FinishReason reason, const Sequen
                                                       TRITONSERVER_RESPONSE_COMPLETE_FINAL),
                "sending the final flag");
   }
-  if (metrics_) metrics_->CountFinished(reason);
-  ReportPhases(sequence, stats, end_ns);
-  const uint64_t compute_start_ns =
-      sequence.submit_ns + static_cast<uint64_t>(stats.queue_ms * 1e6);
-  LogIfError(TRITONBACKEND_ModelInstanceReportStatistics(
-                 instance_, sequence.request, reason != FinishReason::kError, sequence.submit_ns,
-                 std::min(compute_start_ns, end_ns), end_ns, end_ns),
-             "reporting statistics");
   LogIfError(TRITONBACKEND_ResponseFactoryDelete(sequence.factory), "deleting a response factory");
   LogIfError(TRITONBACKEND_RequestRelease(sequence.request, TRITONSERVER_REQUEST_RELEASE_ALL),
              "releasing a request");
