@@ -164,6 +164,7 @@ TRITONSERVER_Error* InstanceState::Create(ModelState* model_state,
   ServingLoopOptions options;
   options.idle_wait_us = model_state->parameters().idle_wait_us;
   options.shutdown_drain_ms = model_state->parameters().shutdown_drain_ms;
+  options.step_delay_us = model_state->parameters().step_delay_us;
   s->loop_ = std::make_unique<ServingLoop>(s->engine_.get(), s.get(), options);
   s->loop_->Start();
   const ModelInfo& info = s->engine_->Info();

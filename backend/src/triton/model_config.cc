@@ -194,6 +194,9 @@ Status ReadModelParameters(const json& config, const std::string& model_dir,
   v = out->shutdown_drain_ms;
   if (!(status = take_int("shutdown_drain_ms", 0, &v)).ok()) return status;
   out->shutdown_drain_ms = static_cast<int>(v);
+  v = out->step_delay_us;
+  if (!(status = take_int("step_delay_us", 0, &v)).ok()) return status;
+  out->step_delay_us = static_cast<int>(v);
 
   if (!values.empty()) {
     return Status::Error("parameters: unknown parameter '" + values.begin()->first + "'");

@@ -22,6 +22,9 @@ struct ModelParameters {
   int idle_wait_us = 2000;
   // At unload, how long live sequences may take to finish after being cancelled.
   int shutdown_drain_ms = 10000;
+  // A pause after every engine step that did work, in microseconds: 0 (the
+  // default) in production. Tests set it to keep a sequence alive for seconds.
+  int step_delay_us = 0;
 };
 
 // Checks max_batch_size 0, the decoupled transaction policy, instance kinds and

@@ -109,6 +109,11 @@ void ServingLoop::ServeLoop() {
     for (uint64_t id : CollectCancellations(stopping)) engine_->Cancel(id);
     const bool worked = engine_->Step();
     sink_->OnMetrics(engine_->Metrics());
+    if (worked && options_.step_delay_us > 0) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_cv_.wait_for(lock, std::chrono::microseconds(options_.step_delay_us),
+                        [this] { return stopping_; });
+    }
     if (!worked) {
       std::unique_lock<std::mutex> lock(mu_);
       const auto woken = [this] { return wake_ || stopping_; };

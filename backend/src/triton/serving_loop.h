@@ -46,6 +46,7 @@ class ResponseSink {
 struct ServingLoopOptions {
   int idle_wait_us = 2000;        // poll interval while live sequences wait
   int shutdown_drain_ms = 10000;  // at Stop, how long cancelled sequences may take
+  int step_delay_us = 0;          // pause after each step that did work (tests only)
 };
 
 class ServingLoop {

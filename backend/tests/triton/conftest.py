@@ -25,6 +25,10 @@ def _small_pool_model(repo: pathlib.Path):
         (r'(key: "checkpoint", value: \{ string_value: )"[^"]*"',
          rf'\1"{REPO / "testdata" / "tiny-llava-random"}"'),
         (r'(key: "kv_pool_bytes", value: \{ string_value: )"[^"]*"', rf'\1"{SMALL_POOL_BYTES}"'),
+        # 5 ms after every step: a 2000-token sequence stays alive for 10 s or more
+        # (about 2 s otherwise), long enough to observe and cancel what waits behind it.
+        (r'(\{ key: "shutdown_drain_ms", value: \{ string_value: "[^"]*" \} \})',
+         r'\1,\n  { key: "step_delay_us", value: { string_value: "5000" } }'),
     ]
     for pattern, replacement in edits:
         config, count = re.subn(pattern, replacement, config)

@@ -97,7 +97,8 @@ TEST(ModelConfigTest, ReadsParametersAndResolvesTheCheckpoint) {
                           {"max_batch", {{"string_value", "3"}}},
                           {"threads", {{"string_value", "2"}}},
                           {"idle_wait_us", {{"string_value", "500"}}},
-                          {"shutdown_drain_ms", {{"string_value", "100"}}}};
+                          {"shutdown_drain_ms", {{"string_value", "100"}}},
+                          {"step_delay_us", {{"string_value", "5000"}}}};
   ModelParameters p;
   Status status = ReadModelParameters(config, "/repo/triton_models/tiny", &p);
   ASSERT_TRUE(status.ok()) << status.message;
@@ -111,6 +112,7 @@ TEST(ModelConfigTest, ReadsParametersAndResolvesTheCheckpoint) {
   EXPECT_EQ(p.engine.threads, 2);
   EXPECT_EQ(p.idle_wait_us, 500);
   EXPECT_EQ(p.shutdown_drain_ms, 100);
+  EXPECT_EQ(p.step_delay_us, 5000);
 
   config["parameters"]["checkpoint"]["string_value"] = "/models/llava";
   ASSERT_TRUE(ReadModelParameters(config, "/repo/triton_models/tiny", &p).ok());
@@ -123,6 +125,7 @@ TEST(ModelConfigTest, RejectsBadParameters) {
       {"default_keep_ratio", "abc"}, {"kv_pool_bytes", "-5"},
       {"max_batch", "0"},            {"default_policy", "lru"},
       {"default_budget_mode", "x"},  {"kv_pool_byte", "1024"},  // a typo is an error
+      {"step_delay_us", "-1"},
   };
   for (const auto& [key, value] : bad) {
     json config = ContractConfig();

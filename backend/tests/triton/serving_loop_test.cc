@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -245,6 +246,31 @@ TEST(ServingLoopTest, StopCancelsLiveSequencesAndStillSendsTheirFinals) {
   EXPECT_EQ(sink.finals_[1], FinishReason::kCancelled);
   EXPECT_EQ(sink.finals_[2], FinishReason::kCancelled);
   EXPECT_FALSE(loop.Submit(3, Request(0, 1), [] { return false; }).ok());
+}
+
+TEST(ServingLoopTest, StepDelayPacesStepsButNeverHoldsUpStop) {
+  FakeEngine engine(1);
+  RecordingSink sink;
+  ServingLoopOptions options;
+  options.step_delay_us = 600 * 1000 * 1000;  // 10 minutes: only Stop can cut it short
+  ServingLoop loop(&engine, &sink, options);
+  loop.Start();
+  ASSERT_TRUE(loop.Submit(1, Request(0, 1000000), [] { return false; }).ok());
+  // The first step runs at once, then the loop waits out the delay.
+  for (int i = 0; i < 2000; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(sink.mu_);
+      if (sink.responses_[1] > 0) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    std::lock_guard<std::mutex> lock(sink.mu_);
+    ASSERT_EQ(sink.responses_[1], 1);  // one step so far, and still one: the delay holds
+  }
+  loop.Stop();  // returns (ctest's timeout would catch a 10-minute wait)
+  ASSERT_EQ(sink.finals_.size(), 1u);
+  EXPECT_EQ(sink.finals_[1], FinishReason::kCancelled);
 }
 
 TEST(ServingLoopTest, SubmitFromManyThreads) {

@@ -197,13 +197,15 @@ def test_cancelled_while_waiting_for_pool_space(server, golden_random):
         }
 
     before = state()
+    # The holder decodes its 2000 tokens in about 2 s here, so the second request
+    # must follow its first token at once: both streams are connected up front.
     running = Stream(server.grpc_url)
+    waiting = Stream(server.grpc_url)
     running.send(model, inputs, request_id="holds-the-pool")
     first, error = running.next_response(timeout=120)
     assert error is None, error
-    waiting = Stream(server.grpc_url)
     waiting.send(model, inputs, request_id="waits")
-    queued = wait_for(lambda: (lambda s: s if s["waiting"] == 1 else None)(state()), 60)
+    queued = wait_for(lambda: (lambda s: s if s["waiting"] == 1 else None)(state()), 60, 0.01)
     assert queued and queued["running"] == 1, state()
 
     waiting.close(cancel_requests=True)
