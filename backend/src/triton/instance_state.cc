@@ -347,7 +347,10 @@ void InstanceState::SendFinal(uint64_t seq_id, FinishReason reason, const Sequen
 // Triton's trace (when tracing is on for this request) gets the engine's
 // phases as custom activities. The engine reports durations, not instants, so
 // the instants are laid end to end from the submit time: queue, prefill,
-// compress, then decode up to the final response.
+// compress, then decode up to the final response. Every X_START has its X_END:
+// in OpenTelemetry mode Triton keeps a stack of open spans per trace, and an
+// unclosed one would take the REQUEST_END meant for the model's span (which then
+// never ends and is never exported).
 void InstanceState::ReportPhases(const Sequence& sequence, const SequenceStats& stats,
                                  uint64_t end_ns) {
   TRITONSERVER_InferenceTrace* trace = nullptr;
@@ -361,7 +364,8 @@ void InstanceState::ReportPhases(const Sequence& sequence, const SequenceStats& 
   uint64_t t = sequence.submit_ns;
   const std::pair<const char*, uint64_t> activities[] = {
       {"VLCACHE_QUEUE_START", t},
-      {"VLCACHE_PREFILL_START", t += ns(stats.queue_ms)},
+      {"VLCACHE_QUEUE_END", t += ns(stats.queue_ms)},
+      {"VLCACHE_PREFILL_START", t},
       {"VLCACHE_PREFILL_END", t += ns(stats.prefill_ms)},
       {"VLCACHE_COMPRESS_START", t},
       {"VLCACHE_COMPRESS_END", t += ns(stats.compress_ms)},

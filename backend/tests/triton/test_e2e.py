@@ -315,7 +315,7 @@ def test_engine_phases_are_triton_trace_activities(server, golden_random):
     timestamps = wait_for(lambda: trace_timestamps(server.trace_dir, "traced"), 30, 0.2)
     assert timestamps, f"no trace for request 'traced' in {server.trace_dir}"
     names = [t["name"] for t in timestamps]
-    phases = ["VLCACHE_QUEUE_START", "VLCACHE_PREFILL_START", "VLCACHE_PREFILL_END",
+    phases = ["VLCACHE_QUEUE_START", "VLCACHE_QUEUE_END", "VLCACHE_PREFILL_START", "VLCACHE_PREFILL_END",
               "VLCACHE_COMPRESS_START", "VLCACHE_COMPRESS_END", "VLCACHE_DECODE_START",
               "VLCACHE_DECODE_END"]
     for phase in phases:

@@ -281,22 +281,28 @@ func TestE2E(t *testing.T) {
 		require.NotEmpty(t, resp.Choices)
 		require.Equal(t, "0.3", httpResp.Header.Get("X-KV-Cache-Ratio"), "the tenant's default ratio is applied and echoed")
 
-		// Triton exports its request span after the child spans (it ends last), possibly in a
-		// later batch, so wait until some tritonserver span's parent is a gateway span.
+		// Triton exports its request spans after their children (they end last), possibly in
+		// a later batch, so wait until the tritonserver part of the tree is whole: every
+		// tritonserver span's parent is in the trace, and one of them is a gateway span.
 		var spans []otlptest.Span
 		joined := func(spans []otlptest.Span) bool {
 			byID := map[string]otlptest.Span{}
 			for _, s := range spans {
 				byID[s.SpanID] = s
 			}
+			toGateway, triton := false, 0
 			for _, s := range spans {
-				if s.Service != "vlcache-gateway" {
-					if p, ok := byID[s.ParentID]; ok && p.Service == "vlcache-gateway" {
-						return true
-					}
+				if s.Service == "vlcache-gateway" {
+					continue
 				}
+				triton++
+				p, ok := byID[s.ParentID]
+				if !ok {
+					return false // its parent has not arrived (or never ended)
+				}
+				toGateway = toGateway || p.Service == "vlcache-gateway"
 			}
-			return false
+			return triton > 0 && toGateway
 		}
 		wantNames := []string{"POST /v1/chat/completions", telemetry.SpanAuth, telemetry.SpanImageFetch,
 			telemetry.SpanPreprocess, telemetry.SpanTokenize, telemetry.SpanChargePrompt, telemetry.SpanTritonStream}
@@ -327,8 +333,18 @@ func TestE2E(t *testing.T) {
 		for _, want := range wantNames {
 			require.True(t, names[want], "gateway span %s in the trace; got %v", want, names)
 		}
-		require.True(t, joined(spans), "a tritonserver span has a gateway span as parent; got %v; receiver errors: %v",
-			spans, recv.Errors())
+		require.True(t, joined(spans), "tritonserver's spans hang from the gateway's, none orphaned; "+
+			"got %v; receiver errors: %v", spans, recv.Errors())
+		tritonNames := map[string]bool{}
+		for _, s := range spans {
+			if s.Service != "vlcache-gateway" {
+				tritonNames[s.Name] = true
+			}
+		}
+		for _, want := range []string{modelName, "compute", "VLCACHE_QUEUE", "VLCACHE_PREFILL",
+			"VLCACHE_COMPRESS", "VLCACHE_DECODE"} {
+			require.True(t, tritonNames[want], "tritonserver span %s in the trace; got %v", want, tritonNames)
+		}
 		for _, s := range spans {
 			if s.Name == telemetry.SpanTritonStream {
 				require.Contains(t, s.Events, telemetry.EventFirstToken)
