@@ -200,6 +200,12 @@ func (c *Client) Generate(ctx context.Context, req Request, fn func(Chunk) error
 		}
 		return fmt.Errorf("failed to send the request to Triton: %w", err)
 	}
+	// One request per stream: half-close now, so Triton ends the stream with OK
+	// after the final response instead of seeing it cancelled (which also leaves
+	// its trace's root span open longer).
+	if err := stream.CloseSend(); err != nil {
+		return fmt.Errorf("failed to close the Triton stream for sending: %w", err)
+	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -222,8 +228,34 @@ func (c *Client) Generate(ctx context.Context, req Request, fn func(Chunk) error
 			return err
 		}
 		if chunk.Final {
+			drainStream(stream, cancel)
 			return nil
 		}
+	}
+}
+
+// streamDrainTimeout bounds the wait for Triton's end of stream after the final
+// response; past it the stream is cancelled as before.
+const streamDrainTimeout = 2 * time.Second
+
+// drainStream reads the stream's end (io.EOF, status OK) after the final
+// response, so the RPC completes normally on both sides; a server that does
+// not end it in time gets the stream cancelled.
+func drainStream(stream inference.GRPCInferenceService_ModelStreamInferClient, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(streamDrainTimeout):
+		cancel()
+		<-done
 	}
 }
 
