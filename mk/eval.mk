@@ -3,7 +3,8 @@
 # gateway (scripts/eval-smoke.sh). mk/cpp.mk declares build-cpp.
 GO ?= go
 EVAL_PKGS := ./gateway/internal/eval/... ./gateway/internal/loadgen/... ./gateway/internal/plot/... \
-  ./gateway/cmd/vlcache-eval/... ./gateway/cmd/vlcache-loadgen/...
+  ./gateway/internal/benchreport/... ./gateway/cmd/vlcache-eval/... ./gateway/cmd/vlcache-loadgen/... \
+  ./gateway/cmd/vlcache-benchplot/...
 # Seconds the smoke runs may take before they are killed.
 EVAL_SMOKE_TIMEOUT ?= 420
 

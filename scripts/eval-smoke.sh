@@ -4,7 +4,8 @@
 #     fixture samples, policies full + vlcache, ratios 1 and 0.1, P1 + P2: full at 1 must
 #     reproduce the fixture's reference predictions and the table must print;
 #  2. vlcache-loadgen at small scale through a real tritonserver (our backend) and a real
-#     gateway, plus direct gRPC to Triton: every request must succeed and the table print.
+#     gateway, plus direct gRPC to Triton: every request must succeed and the table print;
+#  3. vlcache-bench at small scale, drawn by vlcache-benchplot: the table and plots appear.
 # No assertion on timings. Ports: 127.0.0.1:18310-18312 (Triton), 18320 (gateway).
 #
 #   scripts/eval-smoke.sh [BUILD_DIR]     (default: build)
@@ -34,7 +35,8 @@ expect() { # file, fixed string
   grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "$1 lacks: $2"; }
 }
 
-go build -o "$tmp/bin/" ./gateway/cmd/vlcache-eval ./gateway/cmd/vlcache-loadgen ./gateway/cmd/vlcache-gateway
+go build -o "$tmp/bin/" ./gateway/cmd/vlcache-eval ./gateway/cmd/vlcache-loadgen ./gateway/cmd/vlcache-gateway \
+  ./gateway/cmd/vlcache-benchplot
 
 echo "eval-smoke: vlcache-eval, $samples samples through $build_dir/backend/tools/vlcache-run" >&2
 "$tmp/bin/vlcache-eval" -runner "$build_dir/backend/tools/vlcache-run" -limit "$samples" \
@@ -72,4 +74,15 @@ expect "$tmp/load.md" "| gateway | all | 6 | 0 |"
 expect "$tmp/load.md" "| triton | all | 6 | 0 |"
 expect "$tmp/load.md" "### Gateway overhead"
 [[ -s "$tmp/load/latency.png" && -s "$tmp/load/loadgen.json" ]] || fail "vlcache-loadgen wrote no plot or JSON"
+
+echo "eval-smoke: vlcache-bench + vlcache-benchplot" >&2
+"$build_dir/backend/tools/vlcache-bench" --model testdata/tiny-llava-random --prompt-tokens 200,400 \
+  --batch 1 --keep-ratios 0.5,0.1 --tokens 4 --fit-max 4 --fit-pool-mb 4 --threads 2 \
+  --out "$tmp/bench.json" >"$tmp/bench.txt" || { cat "$tmp/bench.txt" >&2; fail "vlcache-bench"; }
+"$tmp/bin/vlcache-benchplot" -in "$tmp/bench.json" -out "$tmp/bench" >"$tmp/bench.md" \
+  || { cat "$tmp/bench.md" >&2; fail "vlcache-benchplot"; }
+cat "$tmp/bench.md"
+expect "$tmp/bench.md" "| 400 | 1 | vlcache 0.1 |"
+expect "$tmp/bench.md" "| full cache | "
+[[ -s "$tmp/bench/bench.png" && -s "$tmp/bench/bench.svg" ]] || fail "vlcache-benchplot wrote no plot"
 echo "eval-smoke: passed" >&2

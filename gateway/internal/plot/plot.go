@@ -88,6 +88,7 @@ type Lines struct {
 	XTicks                []float64 // labelled x positions (nil: automatic)
 	YMin, YMax            float64   // both 0: automatic
 	YFromZero             bool      // automatic top, bottom at 0
+	LegendAt              string    // "top-left" or "top-right" ("": bottom right)
 }
 
 // NewLines builds a line panel.
@@ -146,6 +147,14 @@ func NewLines(l Lines) (*plot.Plot, error) {
 	p.Legend.Left = false
 	p.Legend.XOffs = -4 * vg.Millimeter
 	p.Legend.YOffs = 6 * vg.Millimeter
+	switch l.LegendAt {
+	case "top-left":
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Legend.XOffs, p.Legend.YOffs = 4*vg.Millimeter, -2*vg.Millimeter
+	case "top-right":
+		p.Legend.Top = true
+		p.Legend.YOffs = -2 * vg.Millimeter
+	}
 	if l.YMin != 0 || l.YMax != 0 {
 		p.Y.Min, p.Y.Max = l.YMin, l.YMax
 	}
