@@ -33,6 +33,7 @@ const (
 	tritonMetrics = 18172
 	gatewayPort   = 18173
 	modelName     = "tiny-llava"
+	trainedModel  = "tiny-llava-trained" // answers in one token, then eos
 )
 
 var (
@@ -122,7 +123,8 @@ func run(m *testing.M) (int, error) {
 func gatewayCommand(port int) *exec.Cmd {
 	return exec.Command(gatewayBin, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"-triton-grpc", fmt.Sprintf("127.0.0.1:%d", tritonGRPC), "-triton-max-backoff", "500ms",
-		"-model", modelName+"="+filepath.Join(root, "testdata", "tiny-llava-random")+":"+modelName)
+		"-model", modelName+"="+filepath.Join(root, "testdata", "tiny-llava-random")+":"+modelName,
+		"-model", trainedModel+"="+filepath.Join(root, "testdata", trainedModel)+":"+trainedModel)
 }
 
 func stopPID(pid int) {
@@ -402,6 +404,58 @@ func TestE2EContextFirstTurn(t *testing.T) {
 	kv := kvFrom(t, resp.Usage.RawJSON())
 	if kv.KeepRatio != 0.2 || kv.TokensKept >= kv.TokensFull || resp.Usage.PromptTokens <= int64(len(p.InputIDs)) {
 		t.Fatalf("kv_cache %+v, prompt tokens %d", kv, resp.Usage.PromptTokens)
+	}
+}
+
+// ignore_eos (vLLM's extension) reaches the backend: the trained model answers
+// in one token and then eos, so without it the completion is 2 tokens ending in
+// "stop", with it exactly max_tokens ending in "length" (eos is not text).
+func TestE2EIgnoreEOS(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "testdata", trainedModel, "golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Prompts []goldenPrompt `json:"prompts"`
+	}
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	p := g.Prompts[1]
+	var parts []openai.ChatCompletionContentPartUnionParam
+	for _, img := range p.Images {
+		png, err := os.ReadFile(filepath.Join(root, "testdata", trainedModel, img))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{
+			URL: "data:image/png;base64," + base64.StdEncoding.EncodeToString(png)}))
+	}
+	parts = append(parts, openai.TextContentPart(p.Question))
+	pr := openai.ChatCompletionNewParams{
+		Model:       trainedModel,
+		Messages:    []openai.ChatCompletionMessageParamUnion{openai.UserMessage(parts)},
+		MaxTokens:   openai.Int(12),
+		Temperature: openai.Float(0),
+	}
+	c := client()
+	stopped, err := c.Chat.Completions.New(context.Background(), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stopped.Choices[0].FinishReason != "stop" || stopped.Usage.CompletionTokens != 2 {
+		t.Fatalf("without ignore_eos: finish %q, %d tokens", stopped.Choices[0].FinishReason, stopped.Usage.CompletionTokens)
+	}
+	past, err := c.Chat.Completions.New(context.Background(), pr, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if past.Choices[0].FinishReason != "length" || past.Usage.CompletionTokens != 12 {
+		t.Fatalf("with ignore_eos: finish %q, %d tokens", past.Choices[0].FinishReason, past.Usage.CompletionTokens)
+	}
+	if past.Choices[0].Message.Content != stopped.Choices[0].Message.Content {
+		t.Fatalf("text %q, want the same answer %q (eos decodes to nothing)", past.Choices[0].Message.Content,
+			stopped.Choices[0].Message.Content)
 	}
 }
 

@@ -55,6 +55,7 @@ const std::vector<TensorSpec>& ContractInputs() {
       {kKvBudgetMode, DataType::kBytes, {1}, false},
       {kCompressAfter, DataType::kInt32, {1}, false},
       {kReturnKeptPositions, DataType::kBool, {1}, false},
+      {kIgnoreEos, DataType::kBool, {1}, false},
   };
   return inputs;
 }

@@ -49,6 +49,7 @@ inline constexpr char kKvPolicy[] = "kv_policy";
 inline constexpr char kKvBudgetMode[] = "kv_budget_mode";
 inline constexpr char kCompressAfter[] = "compress_after";
 inline constexpr char kReturnKeptPositions[] = "return_kept_positions";
+inline constexpr char kIgnoreEos[] = "ignore_eos";
 inline constexpr char kOutputIds[] = "output_ids";
 inline constexpr char kFinishReason[] = "finish_reason";
 inline constexpr char kStats[] = "stats";

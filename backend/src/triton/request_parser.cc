@@ -205,6 +205,9 @@ Status ParseGenerationRequest(InputSource& source, GenerationRequest* request) {
   uint8_t kept = 0;
   PARSE_RETURN_IF_ERROR(Scalar(source, kReturnKeptPositions, &kept));
   request->return_kept_positions = kept != 0;
+  uint8_t ignore_eos = 0;
+  PARSE_RETURN_IF_ERROR(Scalar(source, kIgnoreEos, &ignore_eos));
+  sampling.ignore_eos = ignore_eos != 0;
   return Status::Ok();
 }
 

@@ -59,6 +59,7 @@ TEST(RequestParserTest, DefaultsWhenOnlyInputIds) {
   EXPECT_EQ(request.sampling.temperature, 0.0f);
   EXPECT_LE(request.keep_ratio, 0.0f);  // unset: the model's default applies
   EXPECT_TRUE(request.policy.empty());
+  EXPECT_FALSE(request.sampling.ignore_eos);
   EXPECT_FALSE(request.return_kept_positions);
 }
 
@@ -77,7 +78,8 @@ TEST(RequestParserTest, ReadsEveryInput) {
       .PutString(kKvPolicy, "snapkv")
       .PutString(kKvBudgetMode, "paper")
       .Put<int32_t>(kCompressAfter, DataType::kInt32, {1}, {2})
-      .Put<uint8_t>(kReturnKeptPositions, DataType::kBool, {1}, {1});
+      .Put<uint8_t>(kReturnKeptPositions, DataType::kBool, {1}, {1})
+      .Put<uint8_t>(kIgnoreEos, DataType::kBool, {1}, {1});
   GenerationRequest request;
   Status status = ParseGenerationRequest(source, &request);
   ASSERT_TRUE(status.ok()) << status.message;
@@ -97,6 +99,7 @@ TEST(RequestParserTest, ReadsEveryInput) {
   EXPECT_EQ(request.budget_mode, "paper");
   EXPECT_EQ(request.compress_after, 2);
   EXPECT_TRUE(request.return_kept_positions);
+  EXPECT_TRUE(request.sampling.ignore_eos);
 }
 
 // Each bad request is refused with a message that starts with the input's name.

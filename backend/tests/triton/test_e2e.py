@@ -87,6 +87,25 @@ def test_golden_prompts_stream_the_hf_greedy_tokens(server, golden_random, golde
         check_first_stats(got)
 
 
+def test_ignore_eos_generates_past_eos_like_transformers(server, golden_trained):
+    """The trained checkpoint answers in one token, then eos; transformers' golden
+    16 tokens were generated past eos (eos again and again). ignore_eos=true must
+    give exactly those 16; without it the sequence stops at the first eos."""
+    prompt = golden_trained["prompts"][1]
+    hf = prompt["hf"]["greedy_16"]
+    assert EOS in hf[:GOLDEN_TOKENS - 1]  # the premise: eos comes early
+    inputs = dict(max_tokens=GOLDEN_TOKENS, policy="vlcache", keep_ratio=1.0)
+    past = generate(server.grpc_url, "tiny-llava-trained",
+                    make_inputs(prompt["input_ids"], prompt["pixels"], ignore_eos=True, **inputs))
+    assert past.error is None, past.error
+    assert past.tokens == hf[:GOLDEN_TOKENS] and past.finish_reason == "length"
+    assert past.stats["completion_tokens"] == GOLDEN_TOKENS
+    stopped = generate(server.grpc_url, "tiny-llava-trained",
+                       make_inputs(prompt["input_ids"], prompt["pixels"], ignore_eos=False, **inputs))
+    assert stopped.error is None, stopped.error
+    assert (stopped.tokens, stopped.finish_reason) == expected_greedy(hf, GOLDEN_TOKENS)
+
+
 def test_two_concurrent_streams_with_different_keep_ratios(server, golden_random):
     prompt = golden_random["prompts"][2]  # 8 frames, 527 ids
     results = {}

@@ -32,7 +32,7 @@ def load_golden(checkpoint):
 
 
 def make_inputs(input_ids=None, images=None, max_tokens=None, policy=None, keep_ratio=None,
-                temperature=None, input_ids_dtype="INT32"):
+                temperature=None, input_ids_dtype="INT32", ignore_eos=None):
     """Contract inputs (docs/contract.md); None leaves an input out."""
     inputs = []
 
@@ -54,6 +54,8 @@ def make_inputs(input_ids=None, images=None, max_tokens=None, policy=None, keep_
         add("kv_policy", np.array([policy.encode()], dtype=object), "BYTES")
     if keep_ratio is not None:
         add("kv_keep_ratio", np.array([keep_ratio], dtype=np.float32), "FP32")
+    if ignore_eos is not None:
+        add("ignore_eos", np.array([ignore_eos], dtype=bool), "BOOL")
     return inputs
 
 

@@ -47,7 +47,7 @@ const StatusClientClosed = 499
 // backendInputs are the tensor names a backend error may name; such an error
 // is the client's request being unservable (400), anything else is ours (500).
 var backendInputs = []string{"input_ids", "images", "max_tokens", "kv_keep_ratio", "kv_policy", "kv_budget_mode",
-	"compress_after", "temperature", "top_p", "top_k", "stop_token_ids"}
+	"compress_after", "temperature", "top_p", "top_k", "stop_token_ids", "ignore_eos"}
 
 // FromError is the one place that maps an error to a status and an OpenAI
 // error type.

@@ -95,6 +95,10 @@ func ParseChatRequest(body []byte) (*ChatCompletionRequest, error) {
 				err = invalid(key, "top_k must be >= 0 (0 turns it off)")
 			}
 			req.TopK = k
+		case "ignore_eos":
+			if !isNull(raw) {
+				err = decode(raw, key, "a boolean", &req.IgnoreEOS)
+			}
 		case "seed":
 			if !isNull(raw) {
 				var s int64

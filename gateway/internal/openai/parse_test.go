@@ -23,7 +23,7 @@ func TestParseAccepts(t *testing.T) {
 		{"role": "developer", "content": "be brief"},
 		{"role": "user", "content": [{"type": "text", "text": "what is"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}}]},
 		{"role": "assistant", "content": "a cat", "tool_calls": []}],
-		"max_tokens": 7, "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 3,
+		"max_tokens": 7, "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 3, "ignore_eos": true,
 		"stop": "END", "n": 1, "stream": true, "stream_options": {"include_usage": true}, "user": "u1",
 		"logprobs": false, "presence_penalty": 0, "tools": null,
 		"kv_cache": {"keep_ratio": 0.25, "policy": "snapkv", "budget_mode": "paper", "compress_after": "first_turn"}}`))
@@ -32,7 +32,7 @@ func TestParseAccepts(t *testing.T) {
 	}
 	if req.Messages[0].Role != "system" || !req.Messages[1].IsParts || req.Messages[1].Parts[1].ImageURL.Detail != "low" ||
 		*req.EffectiveMaxTokens() != 9 || *req.TopK != 40 || req.Stop[0] != "END" || !req.StreamOptions.IncludeUsage ||
-		*req.KVCache.KeepRatio != 0.25 || req.KVCache.CompressAfter != "first_turn" || *req.Seed != 3 {
+		*req.KVCache.KeepRatio != 0.25 || req.KVCache.CompressAfter != "first_turn" || *req.Seed != 3 || !req.IgnoreEOS {
 		t.Fatalf("parsed %+v", req)
 	}
 }
@@ -52,6 +52,7 @@ func TestParseRejects(t *testing.T) {
 		{`{"model": "m", ` + okMsgs + `, "temperature": 3}`, "temperature"},
 		{`{"model": "m", ` + okMsgs + `, "top_p": 0}`, "top_p"},
 		{`{"model": "m", ` + okMsgs + `, "top_k": -1}`, "top_k"},
+		{`{"model": "m", ` + okMsgs + `, "ignore_eos": "yes"}`, "ignore_eos"},
 		{`{"model": "m", ` + okMsgs + `, "max_tokens": 0}`, "max_tokens"},
 		{`{"model": "m", ` + okMsgs + `, "max_tokens": 1.5}`, "max_tokens"},
 		{`{"model": "m", ` + okMsgs + `, "stop": ["a", "b", "c", "d", "e"]}`, "stop"},

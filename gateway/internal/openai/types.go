@@ -6,7 +6,7 @@ package openai
 import "encoding/json"
 
 // ChatCompletionRequest is the accepted subset of the OpenAI request, plus
-// the extensions top_k and kv_cache.
+// the extensions top_k, ignore_eos (as in vLLM) and kv_cache.
 type ChatCompletionRequest struct {
 	Model               string          `json:"model"`
 	Messages            []Message       `json:"messages"`
@@ -15,6 +15,7 @@ type ChatCompletionRequest struct {
 	Temperature         *float64        `json:"temperature"`
 	TopP                *float64        `json:"top_p"`
 	TopK                *int            `json:"top_k"`
+	IgnoreEOS           bool            `json:"ignore_eos"`
 	Seed                *int64          `json:"seed"`
 	Stop                []string        `json:"-"` // string or list on the wire
 	N                   *int            `json:"n"`

@@ -198,7 +198,7 @@ func (s *Server) prepare(ctx context.Context, c *gin.Context, j *job) error {
 	j.treq = triton.Request{
 		Model: j.model.TritonModel, ID: c.GetString(requestIDKey), InputIDs: ids, Images: imgs,
 		MaxTokens: int32(maxTokens), TopP: 1, KeepRatio: float32(j.kv.KeepRatio), Policy: j.kv.Policy,
-		BudgetMode: budget, CompressAfter: int32(prompt.CompressAfter),
+		BudgetMode: budget, CompressAfter: int32(prompt.CompressAfter), IgnoreEOS: r.IgnoreEOS,
 	}
 	if r.Temperature != nil {
 		j.treq.Temperature = float32(*r.Temperature)

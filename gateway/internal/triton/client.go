@@ -146,6 +146,7 @@ type Request struct {
 	BudgetMode          string
 	CompressAfter       int32
 	ReturnKeptPositions bool
+	IgnoreEOS           bool // generate past eos up to MaxTokens (benchmarks)
 }
 
 // Stats is the backend's per-request accounting (docs/contract.md).
@@ -305,6 +306,9 @@ func buildRequest(r Request) (*inference.ModelInferRequest, error) {
 	}
 	if r.CompressAfter > 0 {
 		add("compress_after", "INT32", []int64{1}, int32Bytes([]int32{r.CompressAfter}))
+	}
+	if r.IgnoreEOS {
+		add("ignore_eos", "BOOL", []int64{1}, []byte{1})
 	}
 	if r.ReturnKeptPositions {
 		add("return_kept_positions", "BOOL", []int64{1}, []byte{1})

@@ -112,7 +112,8 @@ func TestGenerateStreamsUntilFinal(t *testing.T) {
 	var final Chunk
 	err = c.Generate(context.Background(), Request{
 		Model: "llava", InputIDs: []int32{1, 4, 4, 2}, MaxTokens: 3, KeepRatio: 0.1, Policy: "vlcache", CompressAfter: 3,
-		Images: []Image{{Height: 2, Width: 1, RGB: []byte{1, 2, 3, 4, 5, 6}}},
+		IgnoreEOS: true,
+		Images:    []Image{{Height: 2, Width: 1, RGB: []byte{1, 2, 3, 4, 5, 6}}},
 	}, func(ch Chunk) error {
 		ids = append(ids, ch.OutputIDs...)
 		if ch.Final {
@@ -147,6 +148,12 @@ func TestGenerateStreamsUntilFinal(t *testing.T) {
 	}
 	if string(inputs["kv_policy"][4:]) != "vlcache" {
 		t.Fatalf("kv_policy %q", inputs["kv_policy"])
+	}
+	if got := inputs["ignore_eos"]; len(got) != 1 || got[0] != 1 {
+		t.Fatalf("ignore_eos %v", got)
+	}
+	if _, sent := inputs["return_kept_positions"]; sent {
+		t.Fatal("return_kept_positions sent though not asked for")
 	}
 }
 
