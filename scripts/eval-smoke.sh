@@ -70,8 +70,8 @@ ready || { cat "$tmp/gateway.log" >&2; fail "the gateway is not ready"; }
   -max-tokens 8 -keep-ratios 1,0.1 -max-duration 2m -out "$tmp/load" -progress 0 >"$tmp/load.md" \
   || { cat "$tmp/load.md" "$tmp/gateway.log" >&2; fail "vlcache-loadgen"; }
 cat "$tmp/load.md"
-expect "$tmp/load.md" "| gateway | all | 6 | 0 |"
-expect "$tmp/load.md" "| triton | all | 6 | 0 |"
+expect "$tmp/load.md" "| gateway | all | 6 | 0 | 8.0 |"  # ignore_eos: every request runs to 8
+expect "$tmp/load.md" "| triton | all | 6 | 0 | 8.0 |"
 expect "$tmp/load.md" "### Gateway overhead"
 [[ -s "$tmp/load/latency.png" && -s "$tmp/load/loadgen.json" ]] || fail "vlcache-loadgen wrote no plot or JSON"
 

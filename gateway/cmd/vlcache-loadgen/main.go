@@ -54,6 +54,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	policy := fs.String("policy", "vlcache", "KV-cache policy")
 	maxTokens := fs.Int("max-tokens", 100, "completion tokens per request at most")
 	temperature := fs.Float64("temperature", 0, "sampling temperature")
+	ignoreEOS := fs.Bool("ignore-eos", true, "generate past eos, so every request produces -max-tokens tokens (false: stop at eos)")
 	warmup := fs.Int("warmup", 1, "unmeasured requests per target first")
 	out := fs.String("out", "loadgen-results", "output directory: table.md, loadgen.json, latency.png/svg")
 	progress := fs.Duration("progress", 5*time.Second, "progress interval on stderr (0: off)")
@@ -76,7 +77,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	senders := map[string]loadgen.Sender{}
 	if *gateway != "" {
 		cfg.Targets = append(cfg.Targets, loadgen.TargetGateway)
-		senders[loadgen.TargetGateway] = loadgen.NewGatewaySender(*gateway, *apiKey, *served, *policy, *maxTokens, *temperature)
+		g := loadgen.NewGatewaySender(*gateway, *apiKey, *served, *policy, *maxTokens, *temperature)
+		g.IgnoreEOS = *ignoreEOS
+		senders[loadgen.TargetGateway] = g
 	}
 	if *tritonAddr != "" {
 		client, err := triton.Dial(*tritonAddr, triton.Options{})
@@ -92,7 +95,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Targets = append(cfg.Targets, loadgen.TargetTriton)
 		senders[loadgen.TargetTriton] = &loadgen.TritonSender{Client: client, Model: cfg.TritonModel, Policy: *policy,
-			MaxTokens: *maxTokens, Temperature: *temperature}
+			MaxTokens: *maxTokens, Temperature: *temperature, IgnoreEOS: *ignoreEOS}
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -127,6 +130,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "[loadgen] targets %v, %d clients, %d requests each, keep ratios %v, %d tokens max\n",
 		cfg.Targets, cfg.Clients, cfg.Requests, cfg.KeepRatios, cfg.MaxTokens)
 	phases, runErr := loadgen.Run(ctx, cfg, items, senders)
+	eos := "stop at eos"
+	if *ignoreEOS {
+		eos = "eos ignored (every request runs to the limit)"
+	}
 	settings := map[string]string{
 		"targets":     strings.Join(cfg.Targets, ", ") + fmt.Sprintf(" (same requests; %d rounds, targets alternating within each)", max(1, min(cfg.Rounds, cfg.Requests))),
 		"gateway":     *gateway + " model " + *served,
@@ -135,7 +142,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"requests":    fmt.Sprintf("%d per target (time limit %s), %d warm-up", cfg.Requests, cfg.MaxDuration, *warmup),
 		"prompts":     fmt.Sprintf("%d samples of %s, first %d images each + question, chat template of %s", len(items), *data, *frames, *modelDir),
 		"keep ratios": *ratios + " (round-robin over requests), policy " + *policy,
-		"decoding":    fmt.Sprintf("max %d tokens, temperature %g, stop at eos", cfg.MaxTokens, cfg.Temperature),
+		"decoding":    fmt.Sprintf("max %d tokens, temperature %g, %s", cfg.MaxTokens, cfg.Temperature, eos),
 		"percentiles": "nearest rank; ITL = gaps between streamed tokens (a Triton response with several tokens shares its gap); E2E@100 = TTFT + 99 x the request's mean ITL",
 	}
 	rep := loadgen.Summarize(cfg, phases, settings)

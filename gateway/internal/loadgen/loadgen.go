@@ -246,6 +246,7 @@ type GatewaySender struct {
 	Policy      string
 	MaxTokens   int
 	Temperature float64
+	IgnoreEOS   bool // the ignore_eos extension: every request runs to MaxTokens
 }
 
 // NewGatewaySender makes a sender for baseURL (…/v1).
@@ -271,6 +272,9 @@ func (g *GatewaySender) Send(ctx context.Context, it *Item, keepRatio float64) *
 	}
 	params.Temperature = openai.Float(g.Temperature)
 	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	if g.IgnoreEOS {
+		opts = append(opts, option.WithJSONSet("ignore_eos", true))
+	}
 	t0 := time.Now()
 	last := t0
 	stream := g.Client.Chat.Completions.NewStreaming(ctx, params, opts...)
@@ -315,6 +319,7 @@ type TritonSender struct {
 	Policy      string
 	MaxTokens   int
 	Temperature float64
+	IgnoreEOS   bool
 	seq         atomic.Int64
 }
 
@@ -324,7 +329,7 @@ func (t *TritonSender) Send(ctx context.Context, it *Item, keepRatio float64) *S
 	req := triton.Request{
 		Model: t.Model, ID: "loadgen-" + strconv.FormatInt(t.seq.Add(1), 10), InputIDs: it.InputIDs, Images: it.RGBImages,
 		MaxTokens: int32(t.MaxTokens), Temperature: float32(t.Temperature), TopP: 1,
-		KeepRatio: float32(keepRatio), Policy: t.Policy,
+		KeepRatio: float32(keepRatio), Policy: t.Policy, IgnoreEOS: t.IgnoreEOS,
 	}
 	t0 := time.Now()
 	last := t0
