@@ -175,9 +175,12 @@ type goldenPrompt struct {
 	} `json:"ours"`
 }
 
-func golden(t *testing.T) []goldenPrompt {
+func golden(t *testing.T) []goldenPrompt { return goldenOf(t, "tiny-llava-random") }
+
+// goldenOf reads testdata/<checkpoint>/golden.json.
+func goldenOf(t *testing.T, checkpoint string) []goldenPrompt {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "testdata", "tiny-llava-random", "golden.json"))
+	b, err := os.ReadFile(filepath.Join(root, "testdata", checkpoint, "golden.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,17 +414,7 @@ func TestE2EContextFirstTurn(t *testing.T) {
 // in one token and then eos, so without it the completion is 2 tokens ending in
 // "stop", with it exactly max_tokens ending in "length" (eos is not text).
 func TestE2EIgnoreEOS(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(root, "testdata", trainedModel, "golden.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g struct {
-		Prompts []goldenPrompt `json:"prompts"`
-	}
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
-	p := g.Prompts[1]
+	p := goldenOf(t, trainedModel)[1]
 	var parts []openai.ChatCompletionContentPartUnionParam
 	for _, img := range p.Images {
 		png, err := os.ReadFile(filepath.Join(root, "testdata", trainedModel, img))
