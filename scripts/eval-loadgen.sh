@@ -5,7 +5,7 @@
 #
 #   scripts/eval-loadgen.sh BUILD_DIR OUT_DIR [vlcache-loadgen flags...]
 #
-# Defaults: the random tiny model (it rarely emits eos, so requests run to -max-tokens),
+# Defaults: the random tiny model, eos ignored (every request runs to -max-tokens),
 # 4 clients, 24 requests per target, 8 images, 100 tokens, keep ratios 1,0.5,0.1.
 # Ports: 127.0.0.1:18330-18332 (Triton), 18340 (gateway).
 set -euo pipefail
