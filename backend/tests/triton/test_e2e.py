@@ -216,8 +216,9 @@ def test_cancelled_while_waiting_for_pool_space(server, golden_random):
         }
 
     before = state()
-    # The holder decodes its 2000 tokens in about 2 s here, so the second request
-    # must follow its first token at once: both streams are connected up front.
+    # Both streams are connected up front, so the second request follows the
+    # holder's first token at once (the model's step_delay_us keeps the holder
+    # alive for seconds; see conftest.py).
     running = Stream(server.grpc_url)
     waiting = Stream(server.grpc_url)
     running.send(model, inputs, request_id="holds-the-pool")

@@ -202,25 +202,24 @@ func (r *Report) Plot(base string) ([]string, error) {
 	}
 	batches := r.batches()
 	cols := int(math.Max(2, float64(len(batches))))
-	top := make([]*gplot.Plot, 0, cols)
-	var kvSeries []plot.Series
-	for _, batch := range batches {
-		var series []plot.Series
+	// One line per configuration: value of its run at each prompt length.
+	seriesOf := func(batch int, value func(*Run) float64) []plot.Series {
+		var out []plot.Series
 		for _, c := range r.configs() {
 			ys := make([]float64, len(prompts))
-			kv := make([]float64, len(prompts))
 			for i, p := range prompts {
-				ys[i], kv[i] = math.NaN(), math.NaN()
+				ys[i] = math.NaN()
 				if run := r.find(p, batch, c); run != nil {
-					ys[i] = run.DecodeMsPerStep
-					kv[i] = float64(run.KVBytesKept) / (1 << 20)
+					ys[i] = value(run)
 				}
 			}
-			series = append(series, plot.Series{Name: c.String(), X: xs, Y: ys})
-			if batch == batches[0] {
-				kvSeries = append(kvSeries, plot.Series{Name: c.String(), X: xs, Y: kv})
-			}
+			out = append(out, plot.Series{Name: c.String(), X: xs, Y: ys})
 		}
+		return out
+	}
+	top := make([]*gplot.Plot, 0, cols)
+	for _, batch := range batches {
+		series := seriesOf(batch, func(run *Run) float64 { return run.DecodeMsPerStep })
 		p, err := plot.NewLines(plot.Lines{
 			Title:  fmt.Sprintf("decode step, batch %d", batch),
 			XLabel: "prompt tokens", YLabel: "ms per step (lower is better)",
@@ -237,7 +236,8 @@ func (r *Report) Plot(base string) ([]string, error) {
 	kvPlot, err := plot.NewLines(plot.Lines{
 		Title:  "KV cache held per sequence",
 		XLabel: "prompt tokens", YLabel: "MiB",
-		Series: kvSeries, XTicks: xs, YFromZero: true, LegendAt: "top-left",
+		Series: seriesOf(batches[0], func(run *Run) float64 { return float64(run.KVBytesKept) / (1 << 20) }),
+		XTicks: xs, YFromZero: true, LegendAt: "top-left",
 	})
 	if err != nil {
 		return nil, err

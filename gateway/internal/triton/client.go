@@ -241,22 +241,14 @@ const streamDrainTimeout = 2 * time.Second
 
 // drainStream reads the stream's end (io.EOF, status OK) after the final
 // response, so the RPC completes normally on both sides; a server that does
-// not end it in time gets the stream cancelled.
+// not end it in time gets the stream cancelled, which ends the read.
 func drainStream(stream inference.GRPCInferenceService_ModelStreamInferClient, cancel context.CancelFunc) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if _, err := stream.Recv(); err != nil {
-				return
-			}
+	timer := time.AfterFunc(streamDrainTimeout, cancel)
+	defer timer.Stop()
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return
 		}
-	}()
-	select {
-	case <-done:
-	case <-time.After(streamDrainTimeout):
-		cancel()
-		<-done
 	}
 }
 
